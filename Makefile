@@ -1,0 +1,38 @@
+# fleet: `make run` starts the whole fleet, `make test` proves it.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint broker worker beat api render bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip==25.3
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+install: $(STAMP)  ## create .venv and install the pinned dependencies
+
+broker:  ## make sure RabbitMQ answers (starts the local one if it is installed and down)
+	@bin/ensure-rabbitmq
+
+test: install broker  ## the whole suite against the local RabbitMQ (a private vhost per run)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+worker: install broker  ## one pool in the foreground: make worker POOL=email
+	$(BIN)/fleet worker $(POOL)
+
+beat: install broker
+	$(BIN)/fleet beat
+
+api: install broker
+	$(BIN)/fleet api
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,35 @@
+"""The thin Flask front end: validate, publish with confirm, answer 202.
+
+``create_app`` is the factory (``gunicorn 'app:create_app()'``). Workers build
+the same app so tasks run inside its application context.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from flask import Flask, jsonify
+
+from fleet.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from fleet.celery_app import FleetCelery
+
+
+def create_app(settings: Settings | None = None, celery: FleetCelery | None = None) -> Flask:
+    """Build the front end. ``celery`` is passed by workers that already have one."""
+    settings = settings or load_settings()
+    if celery is None:
+        from fleet.celery_app import create_celery
+
+        celery = create_celery(settings)
+    app = Flask("fleet")
+    app.config["MAX_CONTENT_LENGTH"] = settings.api_max_body_bytes
+    app.extensions["fleet.settings"] = settings
+    app.extensions["celery"] = celery
+
+    @app.get("/healthz")
+    def healthz():  # noqa: ANN202 - Flask view
+        return jsonify(status="ok")
+
+    return app

@@ -1,0 +1,134 @@
+"""The Celery app, built from settings + queues + routing.
+
+``create_celery(settings)`` is the factory; ``fleet.app`` (what ``celery -A
+fleet`` finds) is the app built from the process environment on first use.
+Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Container
+from functools import cached_property
+from typing import Any
+
+from celery import Celery, Task
+from flask import Flask
+
+from fleet.consumer import DeclareTopology
+from fleet.schedule import beat_schedule
+from fleet.settings import Settings, load_settings
+from fleet.tasks import TASK_MODULES
+from queues import DEFAULT_QUEUE, TASK_EXCHANGE, work_queues
+from routing import Router
+
+
+class FlaskTask(Task):
+    """Runs every task inside the Flask application context (the Celery+Flask pattern),
+    so tasks can use the same Flask extensions and config as the front end."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self.app.flask_app.app_context():
+            return super().__call__(*args, **kwargs)
+
+
+class FleetCelery(Celery):
+    """A Celery app that knows its fleet settings and its Flask app."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        self.fleet_settings = settings
+        super().__init__("fleet", task_cls=FlaskTask, **kwargs)
+
+    @cached_property
+    def flask_app(self) -> Flask:
+        from app import create_app  # the front end builds the Flask app; workers reuse it
+
+        return create_app(self.fleet_settings, celery=self)
+
+
+def celery_config(settings: Settings, registered: Callable[[], Container[str]]) -> dict[str, Any]:
+    """Celery configuration derived from ``settings``: the production defaults.
+
+    ``registered`` returns the task names the app registers (for the router).
+    """
+    return {
+        "broker_url": settings.broker_url,
+        "broker_use_ssl": {"ca_certs": settings.broker_ca_file, "cert_reqs": 2} if settings.broker_ca_file else False,
+        # Nothing lost on the way in: confirms, persistent messages, retry publishing.
+        "broker_transport_options": {"confirm_publish": True},
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,  # a worker waits for the broker forever
+        "broker_heartbeat": 30,
+        "task_default_delivery_mode": "persistent",
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
+        # Topology and routing come from queues.py and routing.py only.
+        "task_queues": work_queues(settings.queue_type, settings.delivery_limit),
+        "task_default_queue": DEFAULT_QUEUE,
+        "task_default_exchange": TASK_EXCHANGE.name,
+        "task_default_routing_key": DEFAULT_QUEUE,
+        "task_create_missing_queues": False,
+        "task_routes": (Router(registered),),
+        # JSON only: pickle is never accepted.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # Nothing lost in the worker: ack after the task ran; a killed child's task is
+        # redelivered; a failure or timeout is rejected, i.e. dead-lettered to <queue>.dlq.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": False,
+        "task_track_started": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_consumer": "fleet.consumer:FleetConsumer",
+        # Results.
+        "result_backend": settings.results_url,
+        "result_expires": settings.result_expires,
+        "result_extended": True,
+        "database_engine_options": {"connect_args": {"timeout": 30}} if _is_sqlite(settings) else {},
+        # Events cost throughput; Flower users switch them on with FLEET_TASK_EVENTS=1.
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
+        # Schedule.
+        "beat_schedule": beat_schedule(),
+        "beat_schedule_filename": str(settings.var_dir / "celerybeat-schedule"),
+        "timezone": "UTC",
+        "enable_utc": True,
+        "include": [*TASK_MODULES, *settings.extra_task_modules],
+    }
+
+
+def create_celery(settings: Settings | None = None) -> FleetCelery:
+    """Build the fleet's Celery app and make it the current one."""
+    settings = settings or load_settings()
+    prepare_var_dir(settings)
+    app = FleetCelery(settings)
+    app.config_from_object(celery_config(settings, registered=lambda: app.tasks))
+    app.steps["consumer"].add(DeclareTopology)
+    app.set_current()
+    app.set_default()
+    # Import the task modules now so the router knows every registered name when
+    # publishing, not only inside a worker.
+    app.loader.import_default_modules()
+    from fleet import signals
+
+    signals.connect()
+    return app
+
+
+def _is_sqlite(settings: Settings) -> bool:
+    return settings.results_url.startswith("db+sqlite")
+
+
+def prepare_var_dir(settings: Settings) -> None:
+    """Create the state directories and put the SQLite results file in WAL mode,
+    so many worker processes can write results without 'database is locked'."""
+    for directory in (settings.var_dir, settings.reports_dir, settings.data_dir, settings.var_dir / "state"):
+        directory.mkdir(parents=True, exist_ok=True)
+    if _is_sqlite(settings):
+        path = settings.results_url.removeprefix("db+sqlite:///")
+        with sqlite3.connect(path, timeout=30) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")

@@ -1,0 +1,99 @@
+"""The ``fleet`` command."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from fleet.pools import POOLS, PoolError
+from fleet.settings import SettingsError, load_settings
+
+
+def _settings():  # noqa: ANN202 - click plumbing
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+def main() -> None:
+    """fleet: a RabbitMQ-based, multi-queue Celery worker fleet."""
+
+
+@main.command()
+@click.argument("pool", type=click.Choice(list(POOLS)))
+@click.option(
+    "--index",
+    type=int,
+    default=None,
+    help="Process number when several run on one host (node name <pool>-<index>@host).",
+)
+@click.option("--concurrency", "-c", default=None, help="Override the pool's concurrency.")
+@click.option("--prefetch-multiplier", default=None, help="Override the pool's prefetch multiplier.")
+@click.option("--max-tasks-per-child", default=None, help="Override child recycling by task count (0: never).")
+@click.option("--pool-kind", "pool", default=None, help="Override the pool kind (prefork or threads).")
+def worker(pool: str, index: int | None, **flags: str | None) -> None:
+    """Start the worker for POOL with its tuned spec (fleet.pools)."""
+    from fleet.celery_app import create_celery
+    from fleet.worker import node_name, resolve_pool, run_worker
+
+    settings = _settings()
+    try:
+        spec = resolve_pool(pool, settings, flags)
+    except PoolError as exc:
+        raise click.ClickException(str(exc)) from None
+    run_worker(create_celery(settings), spec, node_name(spec, index))
+
+
+@main.command()
+def beat() -> None:
+    """Start the beat scheduler (exactly one per fleet); state under var/."""
+    from fleet.celery_app import create_celery
+
+    settings = _settings()
+    app = create_celery(settings)
+    app.start(["beat", f"--loglevel={settings.log_level}", f"--schedule={app.conf.beat_schedule_filename}"])
+
+
+@main.command()
+def api() -> None:
+    """Serve the Flask front end under gunicorn on FLEET_API_BIND."""
+    settings = _settings()
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        settings.api_bind,
+        "--workers",
+        str(settings.api_workers),
+        "--access-logfile",
+        "-",
+        "app:create_app()",
+    ]
+    os.execv(sys.executable, argv)
+
+
+@main.command()
+def pools() -> None:
+    """Print the pool table."""
+    rows = [("pool", "kind", "conc", "prefetch", "acks_late", "limits (soft/hard s)", "replicas", "why")]
+    for spec in POOLS.values():
+        rows.append(
+            (
+                spec.name,
+                spec.pool,
+                str(spec.concurrency),
+                str(spec.prefetch_multiplier),
+                str(spec.acks_late),
+                f"{spec.soft_time_limit}/{spec.time_limit}",
+                str(spec.replicas),
+                spec.rationale,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])

@@ -1,0 +1,186 @@
+"""How each queue is consumed: one pool spec per queue.
+
+``fleet worker <pool>``, the supervisor config and the Kubernetes manifests all
+derive from :data:`POOLS`. Each spec carries a one-line rationale so the next
+engineer knows why a number is what it is before changing it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Literal
+
+from queues import WORK_QUEUES
+
+PoolKind = Literal["prefork", "threads"]
+
+
+class PoolError(ValueError):
+    """A pool name or a pool override is invalid."""
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    name: str
+    queues: tuple[str, ...]
+    pool: PoolKind
+    concurrency: int
+    prefetch_multiplier: int
+    acks_late: bool
+    #: recycle a child after this many tasks (prefork only; None: never)
+    max_tasks_per_child: int | None
+    #: recycle a child once its resident memory passes this many KiB (prefork only)
+    max_memory_per_child_kb: int | None
+    soft_time_limit: int
+    time_limit: int
+    replicas: int
+    #: memory one worker process may use; Kubernetes limits are concurrency x this
+    memory_mb: int
+    cpu: float
+    rationale: str
+
+    def check(self, consumer_timeout: float) -> None:
+        """Refuse specs that would lose or duplicate work at run time."""
+        if self.soft_time_limit >= self.time_limit:
+            raise PoolError(f"pool {self.name}: soft_time_limit must be below time_limit")
+        if self.time_limit >= consumer_timeout:
+            raise PoolError(
+                f"pool {self.name}: hard time limit {self.time_limit}s is not below RabbitMQ's "
+                f"consumer_timeout ({consumer_timeout:g}s, FLEET_BROKER_CONSUMER_TIMEOUT): the broker "
+                "would close the channel under a running task and redeliver it. Lower the limit "
+                "or raise consumer_timeout on the broker and in FLEET_BROKER_CONSUMER_TIMEOUT."
+            )
+        if self.pool == "threads" and (self.max_tasks_per_child or self.max_memory_per_child_kb):
+            raise PoolError(f"pool {self.name}: child recycling needs the prefork pool")
+        unknown = set(self.queues) - set(WORK_QUEUES)
+        if unknown:
+            raise PoolError(f"pool {self.name}: unknown queues {sorted(unknown)}")
+
+
+POOLS: dict[str, PoolSpec] = {
+    spec.name: spec
+    for spec in (
+        PoolSpec(
+            name="high_priority",
+            queues=("high_priority",),
+            pool="prefork",
+            concurrency=2,
+            prefetch_multiplier=1,
+            acks_late=True,
+            max_tasks_per_child=1000,
+            max_memory_per_child_kb=256_000,
+            soft_time_limit=25,
+            time_limit=30,
+            replicas=2,
+            memory_mb=256,
+            cpu=0.5,
+            rationale="latency first: prefetch 1 so nothing waits behind a buffered message and priorities hold",
+        ),
+        PoolSpec(
+            name="email",
+            queues=("email",),
+            pool="threads",
+            concurrency=16,
+            prefetch_multiplier=4,
+            acks_late=True,
+            max_tasks_per_child=None,
+            max_memory_per_child_kb=None,
+            soft_time_limit=50,
+            time_limit=60,
+            replicas=1,
+            memory_mb=32,
+            cpu=0.5,
+            rationale="I/O-bound on SMTP round trips: cheap threads overlap the waits",
+        ),
+        PoolSpec(
+            name="reports",
+            queues=("reports",),
+            pool="prefork",
+            concurrency=1,
+            prefetch_multiplier=1,
+            acks_late=True,
+            max_tasks_per_child=20,
+            max_memory_per_child_kb=512_000,
+            soft_time_limit=540,
+            time_limit=600,
+            replicas=1,
+            memory_mb=768,
+            cpu=1.0,
+            rationale="memory-heavy and long: one at a time, no prefetch hoarding, child recycled past 512 MB",
+        ),
+        PoolSpec(
+            name="default",
+            queues=("default",),
+            pool="prefork",
+            concurrency=2,
+            prefetch_multiplier=4,
+            acks_late=True,
+            max_tasks_per_child=5000,
+            max_memory_per_child_kb=256_000,
+            soft_time_limit=110,
+            time_limit=120,
+            replicas=1,
+            memory_mb=256,
+            cpu=1.0,
+            rationale="CPU-bound: one process per core (2 on the reference machine), short tasks amortise prefetch",
+        ),
+    )
+}
+
+
+def get_pool(name: str) -> PoolSpec:
+    try:
+        return POOLS[name]
+    except KeyError:
+        raise PoolError(f"unknown pool {name!r}; fleet's pools are {', '.join(POOLS)}") from None
+
+
+_OVERRIDABLE = {
+    f.name: f.type
+    for f in fields(PoolSpec)
+    if f.name
+    in {
+        "concurrency",
+        "prefetch_multiplier",
+        "max_tasks_per_child",
+        "max_memory_per_child_kb",
+        "soft_time_limit",
+        "time_limit",
+        "replicas",
+        "pool",
+    }
+}
+
+
+def env_overrides(spec: PoolSpec, pool_env: Mapping[str, str]) -> dict[str, str]:
+    """The overrides for ``spec`` among ``FLEET_POOL_<POOL>_<FIELD>`` variables."""
+    prefix = f"{spec.name.upper()}_"
+    return {key.removeprefix(prefix).lower(): value for key, value in pool_env.items() if key.startswith(prefix)}
+
+
+def with_overrides(spec: PoolSpec, overrides: Mapping[str, str | int | None]) -> PoolSpec:
+    """``spec`` with fields replaced from CLI flags or ``FLEET_POOL_<NAME>_<FIELD>``.
+
+    Values arrive as strings from the environment; they are checked here so a
+    typo fails at start with the field's name.
+    """
+    changes: dict[str, object] = {}
+    for key, raw in overrides.items():
+        if raw is None:
+            continue
+        if key not in _OVERRIDABLE:
+            raise PoolError(f"pool {spec.name}: {key!r} cannot be overridden; choose from {sorted(_OVERRIDABLE)}")
+        if key == "pool":
+            if raw not in ("prefork", "threads"):
+                raise PoolError(f"pool {spec.name}: pool kind must be prefork or threads, not {raw!r}")
+            changes[key] = raw
+            continue
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise PoolError(f"pool {spec.name}: {key} must be a whole number, not {raw!r}") from None
+        if value < 0 or (value == 0 and key in {"concurrency", "prefetch_multiplier", "time_limit"}):
+            raise PoolError(f"pool {spec.name}: {key} must be above 0, not {value}")
+        changes[key] = value or None
+    return replace(spec, **changes)

@@ -1,0 +1,58 @@
+"""Fleet-wide task outcome logging: every failure, retry and success, with task
+name, id and queue, in one place rather than in each task."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import signals
+
+logger = logging.getLogger("fleet.tasks")
+
+
+def _queue(request: Any) -> str:
+    delivery_info = getattr(request, "delivery_info", None) or {}
+    return delivery_info.get("routing_key") or "?"
+
+
+def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
+    request = sender.request
+    logger.info("task succeeded: name=%s id=%s queue=%s", sender.name, request.id, _queue(request))
+
+
+def on_retry(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
+    logger.warning("task retrying: name=%s id=%s queue=%s reason=%s", sender.name, request.id, _queue(request), reason)
+
+
+def on_failure(
+    sender: Any = None, task_id: str | None = None, exception: BaseException | None = None, **_: Any
+) -> None:
+    request = getattr(sender, "request", None)
+    logger.error(
+        "task failed: name=%s id=%s queue=%s error=%r",
+        getattr(sender, "name", "?"),
+        task_id,
+        _queue(request),
+        exception,
+    )
+
+
+def on_rejected(sender: Any = None, message: Any = None, exc: BaseException | None = None, **_: Any) -> None:
+    headers = getattr(message, "headers", None) or {}
+    delivery_info = getattr(message, "delivery_info", None) or {}
+    logger.error(
+        "message rejected (dead-lettered): task=%s id=%s queue=%s error=%r",
+        headers.get("task"),
+        headers.get("id"),
+        delivery_info.get("routing_key"),
+        exc,
+    )
+
+
+def connect() -> None:
+    """Connect the handlers; idempotent (each has a dispatch uid)."""
+    signals.task_success.connect(on_success, dispatch_uid="fleet.success", weak=False)
+    signals.task_retry.connect(on_retry, dispatch_uid="fleet.retry", weak=False)
+    signals.task_failure.connect(on_failure, dispatch_uid="fleet.failure", weak=False)
+    signals.task_rejected.connect(on_rejected, dispatch_uid="fleet.rejected", weak=False)

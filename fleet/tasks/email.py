@@ -1,0 +1,68 @@
+"""Email: one message over SMTP, and bulk sends that fan out to the email pool."""
+
+from __future__ import annotations
+
+import smtplib
+from email.message import EmailMessage
+from typing import Any
+
+from celery import Task, shared_task
+
+from fleet.progress import report_progress
+from fleet.publish import publish_many
+from fleet.retries import retry_later
+from fleet.settings import Settings
+
+#: SMTP failures worth retrying: the server or the network may recover.
+TRANSIENT_SMTP_ERRORS = (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, ConnectionError, TimeoutError)
+FANOUT_CHUNK = 100
+
+
+def _deliver(settings: Settings, message: EmailMessage) -> None:
+    with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout) as smtp:
+        if settings.smtp_starttls:
+            smtp.starttls()
+        if settings.smtp_user:
+            smtp.login(settings.smtp_user, settings.smtp_password)
+        smtp.send_message(message)
+
+
+@shared_task(bind=True, name="tasks.send_email", max_retries=5)
+def send_email(self: Task, to: str, subject: str, body: str) -> dict[str, Any]:
+    """Send one plain-text email.
+
+    The Message-ID is derived from the task id, so a redelivered task (late
+    acks are at-least-once) produces a duplicate a mail system can recognise.
+    """
+    settings: Settings = self.app.fleet_settings
+    message = EmailMessage()
+    message["From"] = settings.mail_from
+    message["To"] = to
+    message["Subject"] = subject
+    message["Message-ID"] = f"<{self.request.id}@fleet>"
+    message.set_content(body)
+    try:
+        _deliver(settings, message)
+    except smtplib.SMTPResponseException as exc:
+        if 400 <= exc.smtp_code < 500:  # 4xx: try again later, says the server
+            raise retry_later(self, exc) from exc
+        raise
+    except TRANSIENT_SMTP_ERRORS as exc:
+        raise retry_later(self, exc) from exc
+    return {"status": "sent", "to": to, "message_id": message["Message-ID"]}
+
+
+@shared_task(bind=True, name="tasks.send_bulk_emails")
+def send_bulk_emails(self: Task, recipients: list[str], subject: str, body: str) -> dict[str, Any]:
+    """Fan out one ``send_email`` per recipient, reporting PROGRESS per chunk.
+
+    Each chunk is published with pipelined confirms; progress counts messages
+    RabbitMQ has confirmed, so a crash mid-way never overstates what was queued.
+    """
+    total = len(recipients)
+    task_ids: list[str] = []
+    for start in range(0, total, FANOUT_CHUNK):
+        chunk = recipients[start : start + FANOUT_CHUNK]
+        task_ids += publish_many(self.app, [("tasks.send_email", (to, subject, body), {}) for to in chunk])
+        report_progress(self, len(task_ids), total)
+    return {"status": "queued", "total": total, "task_ids": task_ids}

@@ -1,0 +1,88 @@
+"""Tasks that talk to flaky peers: retried with backoff where that is safe."""
+
+from __future__ import annotations
+
+import decimal
+from typing import Any
+
+from celery import Task, shared_task
+
+from fleet.http import PermanentHTTPError, TransientHTTPError, request_json
+from fleet.retries import retry_later
+from fleet.settings import Settings
+
+CURRENCIES = frozenset({"USD", "EUR", "GBP", "JPY", "CHF", "CAD", "AUD"})
+
+
+@shared_task(bind=True, name="tasks.call_external_api", max_retries=5)
+def call_external_api(self: Task, url: str, method: str = "GET", payload: Any = None) -> dict[str, Any]:
+    """Call an HTTP API; transient failures retry with exponential backoff and jitter
+    (at most 5 retries), a 4xx fails at once."""
+    settings: Settings = self.app.fleet_settings
+    try:
+        status, body = request_json(method, url, settings.http_timeout, json=payload)
+    except TransientHTTPError as exc:
+        raise retry_later(self, exc) from exc
+    return {"status_code": status, "body": body, "attempts": self.request.retries + 1}
+
+
+@shared_task(bind=True, name="tasks.send_webhook", max_retries=3)
+def send_webhook(self: Task, url: str, payload: Any) -> dict[str, Any]:
+    """POST ``payload`` to ``url``, retrying by hand; after the last retry it returns
+    ``{"status": "failed", ...}`` instead of raising, so callers see one outcome shape."""
+    settings: Settings = self.app.fleet_settings
+    attempts = self.request.retries + 1
+    try:
+        status, _ = request_json("POST", url, settings.http_timeout, json=payload)
+    except TransientHTTPError as exc:
+        if self.request.retries < self.max_retries:
+            raise retry_later(self, exc) from exc
+        return {"status": "failed", "url": url, "attempts": attempts, "error": str(exc)}
+    except PermanentHTTPError as exc:
+        return {"status": "failed", "url": url, "attempts": attempts, "error": str(exc)}
+    return {"status": "delivered", "url": url, "attempts": attempts, "status_code": status}
+
+
+class PaymentValidationError(ValueError):
+    """The payment itself is invalid; no retry can fix it."""
+
+
+def validate_payment(payment_id: str, amount: str | float, currency: str) -> decimal.Decimal:
+    if not payment_id or len(payment_id) > 64:
+        raise PaymentValidationError("payment_id must be 1 to 64 characters")
+    try:
+        value = decimal.Decimal(str(amount))
+    except decimal.InvalidOperation:
+        raise PaymentValidationError(f"amount {amount!r} is not a number") from None
+    if not value.is_finite() or value <= 0:
+        raise PaymentValidationError("amount must be above 0")
+    if value.as_tuple().exponent < -2:  # type: ignore[operator]
+        raise PaymentValidationError("amount has more than 2 decimal places")
+    if currency not in CURRENCIES:
+        raise PaymentValidationError(f"currency must be one of {', '.join(sorted(CURRENCIES))}")
+    return value
+
+
+@shared_task(bind=True, name="tasks.process_payment", max_retries=5, throws=(PaymentValidationError,))
+def process_payment(self: Task, payment_id: str, amount: str | float, currency: str) -> dict[str, Any]:
+    """Charge a payment through the gateway.
+
+    Validation errors and gateway refusals (4xx) are never retried; transient
+    gateway errors are. The gateway gets ``payment_id`` as its Idempotency-Key,
+    so a retry or a redelivery never charges twice.
+    """
+    settings: Settings = self.app.fleet_settings
+    value = validate_payment(payment_id, amount, currency)
+    try:
+        status, body = request_json(
+            "POST",
+            settings.payment_gateway_url,
+            settings.http_timeout,
+            json={"payment_id": payment_id, "amount": str(value), "currency": currency},
+            headers={"Idempotency-Key": payment_id},
+        )
+    except TransientHTTPError as exc:
+        raise retry_later(self, exc) from exc
+    except PermanentHTTPError as exc:
+        raise PaymentValidationError(f"gateway refused payment {payment_id}: {exc}") from exc
+    return {"payment_id": payment_id, "status": "charged", "amount": str(value), "currency": currency, "gateway": body}

@@ -1,0 +1,59 @@
+"""Starting one pool's worker from its spec."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+
+from fleet.celery_app import FleetCelery
+from fleet.pools import PoolSpec, env_overrides, get_pool, with_overrides
+from fleet.settings import Settings
+
+
+def node_name(spec: PoolSpec, index: int | None = None, host: str | None = None) -> str:
+    """A stable, unique Celery node name: ``<pool>[-<index>]@<host>``.
+
+    Stable across restarts (no pid in it), so monitoring sees the same worker
+    come back instead of a ghost and a newcomer.
+    """
+    host = host or socket.gethostname()
+    return f"{spec.name}{'' if index is None else f'-{index}'}@{host}"
+
+
+def resolve_pool(name: str, settings: Settings, flags: Mapping[str, str | int | None] | None = None) -> PoolSpec:
+    """The pool spec with ``FLEET_POOL_<POOL>_*`` and then CLI flag overrides applied, checked."""
+    spec = get_pool(name)
+    spec = with_overrides(spec, env_overrides(spec, settings.pool_env))
+    spec = with_overrides(spec, flags or {})
+    spec.check(settings.broker_consumer_timeout)
+    return spec
+
+
+def worker_argv(spec: PoolSpec, node: str, settings: Settings) -> list[str]:
+    """The ``celery worker`` arguments that run exactly ``spec``."""
+    argv = [
+        "worker",
+        f"--queues={','.join(spec.queues)}",
+        f"--pool={spec.pool}",
+        f"--concurrency={spec.concurrency}",
+        f"--prefetch-multiplier={spec.prefetch_multiplier}",
+        f"--hostname={node}",
+        f"--soft-time-limit={spec.soft_time_limit}",
+        f"--time-limit={spec.time_limit}",
+        # Revokes survive a restart (a revoked countdown task stays revoked).
+        f"--statedb={settings.var_dir / 'state' / node.replace('@', '_')}.db",
+        f"--loglevel={settings.log_level}",
+    ]
+    if spec.max_tasks_per_child:
+        argv.append(f"--max-tasks-per-child={spec.max_tasks_per_child}")
+    if spec.max_memory_per_child_kb:
+        argv.append(f"--max-memory-per-child={spec.max_memory_per_child_kb}")
+    if not settings.task_events:
+        argv.append("--without-gossip")  # gossip rides on events; without them it is only chatter
+    return argv
+
+
+def run_worker(app: FleetCelery, spec: PoolSpec, node: str) -> None:
+    """Run the worker in this process (so under Kubernetes it is PID 1 and gets TERM)."""
+    app.conf.task_acks_late = spec.acks_late
+    app.worker_main(worker_argv(spec, node, app.fleet_settings))
