@@ -184,3 +184,20 @@ def with_overrides(spec: PoolSpec, overrides: Mapping[str, str | int | None]) ->
             raise PoolError(f"pool {spec.name}: {key} must be above 0, not {value}")
         changes[key] = value or None
     return replace(spec, **changes)
+
+
+def metrics_port(base: int, pool: str, index: int | None = None) -> int:
+    """The metrics port of worker ``index`` of ``pool`` on a shared host.
+
+    Pools take consecutive blocks from ``base`` (FLEET_METRICS_PORT, 9808), one
+    port per replica in :data:`POOLS` order, so every worker process of a
+    supervisor-run fleet has its own port. (In Kubernetes each pod uses ``base``.)
+    """
+    offset = 0
+    for name, spec in POOLS.items():
+        if name == pool:
+            if index is not None and not 0 <= index < spec.replicas:
+                raise PoolError(f"pool {pool}: index {index} outside 0..{spec.replicas - 1}")
+            return base + offset + (index or 0)
+        offset += spec.replicas
+    raise PoolError(f"unknown pool {pool!r}")

@@ -1,0 +1,93 @@
+"""Shared fixtures: a private RabbitMQ vhost, loopback peers, and real fleet workers.
+
+Everything here talks to real services; nothing is mocked. A test run owns its
+vhost and its var directory, and removes both when it ends.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fleet.celery_app import FleetCelery, create_celery
+from fleet.pools import POOLS
+from fleet.settings import Settings, load_settings
+from tests.support.broker import Vhost
+from tests.support.peers import HTTPPeer, SMTPPeer
+from tests.support.processes import FleetProcess, start_worker
+
+
+@pytest.fixture(scope="session")
+def vhost() -> Iterator[Vhost]:
+    vhost = Vhost().create()
+    yield vhost
+    vhost.delete()
+
+
+@pytest.fixture(scope="session")
+def smtp() -> Iterator[SMTPPeer]:
+    peer = SMTPPeer().start()
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(scope="session")
+def http_peer() -> Iterator[HTTPPeer]:
+    peer = HTTPPeer().start()
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(scope="session")
+def var_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("var")
+
+
+@pytest.fixture(scope="session")
+def fleet_env(vhost: Vhost, smtp: SMTPPeer, http_peer: HTTPPeer, var_dir: Path) -> dict[str, str]:
+    """The environment every fleet process of this run gets."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("FLEET_", "CELERY_"))}
+    env.update(
+        CELERY_BROKER_URL=vhost.url,
+        FLEET_VAR_DIR=str(var_dir),
+        FLEET_SMTP_HOST="127.0.0.1",
+        FLEET_SMTP_PORT=str(smtp.port),
+        FLEET_PAYMENT_GATEWAY_URL=http_peer.url("/payments"),
+        FLEET_SYNC_SOURCE_URL=http_peer.url("/sync"),
+        FLEET_RETRY_BACKOFF_BASE="0.5",
+        FLEET_DIGEST_RECIPIENTS="digest-a@example.test,digest-b@example.test",
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def settings(fleet_env: dict[str, str]) -> Settings:
+    return load_settings(fleet_env)
+
+
+@pytest.fixture(scope="session")
+def celery_app(settings: Settings) -> FleetCelery:
+    return create_celery(settings)
+
+
+@pytest.fixture(scope="session")
+def log_dir(var_dir: Path) -> Path:
+    return var_dir / "log"
+
+
+@pytest.fixture(scope="session")
+def fleet_workers(
+    fleet_env: dict[str, str], log_dir: Path, celery_app: FleetCelery
+) -> Iterator[dict[str, FleetProcess]]:
+    """One worker per pool, each started with ``fleet worker <pool>``, for the whole run."""
+    workers: dict[str, FleetProcess] = {}
+    try:
+        for pool in POOLS:
+            workers[pool] = start_worker(pool, fleet_env, log_dir)
+        yield workers
+    finally:
+        for worker in workers.values():
+            worker.stop()
