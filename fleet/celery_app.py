@@ -27,6 +27,9 @@ class FlaskTask(Task):
     """Runs every task inside the Flask application context (the Celery+Flask pattern),
     so tasks can use the same Flask extensions and config as the front end."""
 
+    #: counts what only the worker's main process sees (hard time limits, lost pool children)
+    Request = "fleet.metrics.request:MeteredRequest"
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with self.app.flask_app.app_context():
             return super().__call__(*args, **kwargs)
@@ -114,8 +117,10 @@ def create_celery(settings: Settings | None = None) -> FleetCelery:
     # publishing, not only inside a worker.
     app.loader.import_default_modules()
     from fleet import signals
+    from fleet.metrics import setup as metrics
 
     signals.connect()
+    metrics.connect(app)
     return app
 
 

@@ -37,7 +37,7 @@ def main() -> None:
 @click.option("--pool-kind", "pool", default=None, help="Override the pool kind (prefork or threads).")
 def worker(pool: str, index: int | None, **flags: str | None) -> None:
     """Start the worker for POOL with its tuned spec (fleet.pools)."""
-    from fleet.celery_app import create_celery
+    from fleet.metrics import setup as metrics
     from fleet.worker import node_name, resolve_pool, run_worker
 
     settings = _settings()
@@ -45,7 +45,11 @@ def worker(pool: str, index: int | None, **flags: str | None) -> None:
         spec = resolve_pool(pool, settings, flags)
     except PoolError as exc:
         raise click.ClickException(str(exc)) from None
-    run_worker(create_celery(settings), spec, node_name(spec, index))
+    node = node_name(spec, index)
+    metrics.launch(settings, spec, node, index)  # before anything imports prometheus_client
+    from fleet.celery_app import create_celery
+
+    run_worker(create_celery(settings), spec, node)
 
 
 @main.command()

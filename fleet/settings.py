@@ -127,6 +127,9 @@ class Settings:
 
     # Observability.
     metrics_port: int = _env("FLEET_METRICS_PORT", "9808", _port)
+    metrics_addr: str = _env("FLEET_METRICS_ADDR", "0.0.0.0")
+    #: Parent of each worker's prometheus-client multiprocess directory (default: var/metrics).
+    metrics_dir_base: str = _env("FLEET_METRICS_DIR", "")
 
     @property
     def results_url(self) -> str:
@@ -140,6 +143,11 @@ class Settings:
     @property
     def data_dir(self) -> Path:
         return self.var_dir / "data"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """Where each worker keeps its multiprocess metric files, one subdirectory per node."""
+        return Path(self.metrics_dir_base) if self.metrics_dir_base else self.var_dir / "metrics"
 
     @property
     def is_production(self) -> bool:

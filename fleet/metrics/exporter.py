@@ -1,0 +1,163 @@
+"""The worker's ``/metrics`` endpoint, served by its main process only.
+
+One registry merges three sources at scrape time: the multiprocess files of
+every process of this worker (archives of exited children included), the main
+process's view of the worker (concurrency, active and reserved requests,
+heartbeat), and the broker's queue depths.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from celery.worker import state
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from fleet.metrics import archive, worker
+from fleet.metrics.queues import QueueCollector
+
+logger = logging.getLogger("fleet.metrics")
+
+
+class ArchivingMultiProcessCollector(MultiProcessCollector):
+    """prometheus-client's collector, reading while no archive merge runs."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(None, str(directory))
+        self.directory = directory
+
+    def collect(self) -> Any:
+        with archive.locked(self.directory):
+            return super().collect()
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    pool: str
+    kind: str
+    queues: tuple[str, ...]
+    version: str
+
+
+def _snapshot(requests: set[Any]) -> list[Any]:
+    """A copy of one of Celery's request sets, which the main thread changes under us."""
+    for _ in range(10):
+        try:
+            return list(requests)
+        except RuntimeError:  # changed size during iteration
+            continue
+    return []
+
+
+class WorkerCollector:
+    """What the main process knows of the worker, read at scrape time."""
+
+    def __init__(self, identity: WorkerIdentity, controller: Any) -> None:
+        self.identity = identity
+        self.controller = controller
+        self.last_heartbeat = time.time()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        pool, queues = self.identity.pool, self.identity.queues
+        active = _snapshot(state.active_requests)
+        reserved = [r for r in _snapshot(state.reserved_requests) if r not in active]
+
+        def per_queue(name: str, doc: str, requests: list[Any]) -> GaugeMetricFamily:
+            family = GaugeMetricFamily(name, doc, labels=["pool", "queue"])
+            for queue in queues:
+                family.add_metric([pool, queue], sum(1 for r in requests if worker.queue_of(r) == queue))
+            return family
+
+        def single(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            family = GaugeMetricFamily(name, doc, labels=["pool"])
+            family.add_metric([pool], value)
+            return family
+
+        yield single("fleet_worker_concurrency", "Pool processes or threads.", self.controller.concurrency)
+        yield per_queue("fleet_worker_active_tasks", "Tasks executing in the pool.", active)
+        yield per_queue("fleet_worker_reserved_tasks", "Tasks prefetched, waiting for a free slot.", reserved)
+        now = time.time()
+        starts = [r.time_start for r in active if r.time_start]
+        yield single(
+            "fleet_worker_oldest_task_age_seconds",
+            "Age of the longest-running task (0 when idle).",
+            max((now - start for start in starts), default=0.0),
+        )
+        yield single(
+            "fleet_worker_last_heartbeat_timestamp_seconds",
+            "When the worker's event loop last ran its metrics timer (Unix time).",
+            self.last_heartbeat,
+        )
+        limits = GaugeMetricFamily(
+            "fleet_worker_task_time_limit_seconds", "The pool's task time limits.", labels=["pool", "limit"]
+        )
+        for limit, value in (("soft", self.controller.soft_time_limit), ("hard", self.controller.time_limit)):
+            if value:
+                limits.add_metric([pool, limit], value)
+        yield limits
+        info = GaugeMetricFamily(
+            "fleet_worker_info",
+            "The worker: fleet version, pool, pool kind, queues.",
+            labels=["pool", "kind", "queues", "version"],
+        )
+        info.add_metric([pool, self.identity.kind, ",".join(queues), self.identity.version], 1)
+        yield info
+
+
+class WorkerExporter:
+    """Serves ``/metrics`` for one worker and keeps its metrics directory bounded."""
+
+    def __init__(self, directory: Path, identity: WorkerIdentity, controller: Any, connect_broker: Any) -> None:
+        self.directory = directory
+        self.identity = identity
+        self.worker = WorkerCollector(identity, controller)
+        self.queues = QueueCollector(connect_broker)
+        self.registry = CollectorRegistry(auto_describe=False)
+        for collector in (ArchivingMultiProcessCollector(directory), self.worker, self.queues):
+            self.registry.register(collector)
+        self.server: Any = None
+
+    def serve(self, addr: str, port: int) -> bool:
+        """Start the HTTP server thread; a taken port is logged, never fatal (the target shows down)."""
+        try:
+            self.server, _ = start_http_server(port, addr, registry=self.registry)
+        except OSError as exc:
+            logger.error("metrics: cannot serve on %s:%s (%s); this worker runs without /metrics", addr, port, exc)
+            return False
+        logger.info("metrics: serving /metrics on %s:%s from %s", addr, port, self.directory)
+        return True
+
+    def in_child(self) -> None:
+        """In a freshly forked pool child: drop the inherited listening socket, create this process's files."""
+        if self.server is not None:
+            self.server.socket.close()
+        worker.IN_PROGRESS.labels(self.identity.queues[0], worker.OTHER).inc(0)
+
+    def child_exiting(self, exitcode: int | None) -> None:
+        """In a pool child about to exit: fold its counters into the archives."""
+        from billiard.pool import EX_RECYCLE
+
+        if exitcode == EX_RECYCLE:
+            worker.CHILD_RESTARTS.labels(self.identity.pool, "recycled").inc()
+        archive.retire(self.directory, os.getpid())
+
+    def tick(self, shutting_down: bool) -> None:
+        """Main process, from the worker's event loop: heartbeat, and retire children that died."""
+        self.worker.last_heartbeat = time.time()
+        lost = archive.sweep(self.directory, keep={os.getpid()})
+        if lost and not shutting_down:
+            worker.CHILD_RESTARTS.labels(self.identity.pool, "lost").inc(len(lost))
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        self.queues.close()

@@ -1,0 +1,182 @@
+"""Wiring worker metrics into a worker, in the order prefork needs.
+
+1. ``launch`` (by ``fleet worker``, before the Celery app is built): wipe this
+   worker's metrics directory and point prometheus-client at it, before
+   anything imports prometheus-client (it picks multiprocess mode on import).
+2. ``worker_init`` (main process, before the pool forks): define the metrics,
+   create every series at zero, start the HTTP server.
+3. Each pool child drops the inherited server socket; on exit it folds its
+   counters into the archive. A timer in the main process keeps the heartbeat
+   and retires the files of children that were killed.
+
+``celery -A fleet worker`` gets the same at ``worker_init`` (step 1 done there).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from celery import Celery, bootsteps, signals
+from celery.worker import state
+
+from fleet.metrics import stamp
+from fleet.pools import POOLS, PoolError, PoolSpec, metrics_port
+from fleet.settings import Settings
+
+logger = logging.getLogger("fleet.metrics")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+TICK_SECONDS = 1.0
+CUSTOM_POOL = "custom"
+
+
+class MetricsSetupError(RuntimeError):
+    """Worker metrics cannot be exported correctly (prometheus-client was imported too early)."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    directory: Path
+    pool: str
+    kind: str
+    queues: tuple[str, ...]
+    addr: str
+    port: int | None
+
+
+_launch: Launch | None = None
+_exporter: Any = None
+
+
+def node_directory(settings: Settings, node: str) -> Path:
+    """The metrics directory of worker ``node``: one per worker, so workers never share files."""
+    return settings.metrics_dir / node.replace("@", "_").replace("/", "_")
+
+
+def prepare_directory(directory: Path) -> None:
+    """Empty ``directory`` and select multiprocess mode for this process and its children."""
+    if "prometheus_client" in sys.modules:
+        raise MetricsSetupError(
+            "prometheus_client was imported before the worker's metrics directory was set; "
+            "its values would not be shared with pool children"
+        )
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(directory)  # read by prometheus_client on import, and by pool children
+
+
+def _port(settings: Settings, pool: str, index: int | None) -> int | None:
+    if pool not in POOLS:
+        return settings.metrics_port
+    try:
+        return metrics_port(settings.metrics_port, pool, index)
+    except PoolError as exc:
+        logger.error("metrics: %s; this worker runs without /metrics", exc)
+        return None
+
+
+def launch(settings: Settings, spec: PoolSpec, node: str, index: int | None) -> Launch:
+    """Called by ``fleet worker`` first thing: the directory is set before any import."""
+    global _launch
+    directory = node_directory(settings, node)
+    prepare_directory(directory)
+    port = _port(settings, spec.name, index)
+    _launch = Launch(directory, spec.name, spec.pool, spec.queues, settings.metrics_addr, port)
+    return _launch
+
+
+def _launch_from_worker(controller: Any, settings: Settings) -> Launch:
+    """``celery -A fleet worker``: the pool is the one whose queues the worker consumes."""
+    queues = tuple(controller.app.amqp.queues.consume_from or controller.app.amqp.queues)
+    pool = next((spec.name for spec in POOLS.values() if set(spec.queues) == set(queues)), CUSTOM_POOL)
+    directory = node_directory(settings, controller.hostname)
+    prepare_directory(directory)
+    kind = controller.pool_cls if isinstance(controller.pool_cls, str) else controller.pool_cls.__name__
+    return Launch(directory, pool, kind, queues, settings.metrics_addr, settings.metrics_port)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("fleet")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def on_worker_init(sender: Any = None, **_: Any) -> None:
+    global _launch, _exporter
+    app, settings = sender.app, sender.app.fleet_settings
+    try:
+        launched = _launch or _launch_from_worker(sender, settings)
+    except MetricsSetupError as exc:
+        logger.error("metrics: %s; this worker runs without /metrics", exc)
+        return
+    _launch = launched
+    from fleet.metrics import worker as task_metrics
+    from fleet.metrics.exporter import WorkerExporter, WorkerIdentity
+    from fleet.metrics.labels import Labeler
+
+    task_metrics.connect()
+    names = [name for name in app.tasks if not name.startswith("celery.")]
+    task_metrics.precreate(launched.pool, launched.queues, names, Labeler(app.tasks))
+    identity = WorkerIdentity(launched.pool, launched.kind, launched.queues, _version())
+    _exporter = WorkerExporter(
+        launched.directory,
+        identity,
+        sender,
+        connect_broker=lambda: app.connection_for_read(transport_options={"read_timeout": 5, "write_timeout": 5}),
+    )
+    if launched.port is not None:
+        _exporter.serve(launched.addr, launched.port)
+
+
+def on_child_init(**_: Any) -> None:
+    if _exporter is not None:
+        _exporter.in_child()
+
+
+def on_child_exit(exitcode: int | None = None, **_: Any) -> None:
+    if _exporter is not None:
+        _exporter.child_exiting(exitcode)
+
+
+class MetricsTimer(bootsteps.StartStopStep):
+    """Runs the exporter's tick from the worker's own event loop: a blocked loop shows as a stale heartbeat."""
+
+    requires = ("celery.worker.components:Timer",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.tref: Any = None
+
+    def start(self, w: Any) -> None:
+        if _exporter is not None:
+            self.tref = w.timer.call_repeatedly(TICK_SECONDS, self._tick)
+
+    def _tick(self) -> None:
+        try:
+            _exporter.tick(shutting_down=bool(state.should_stop or state.should_terminate))
+        except Exception:  # noqa: BLE001 - metrics upkeep must never stop the worker
+            logger.exception("metrics: upkeep failed")
+
+    def stop(self, w: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+        if _exporter is not None:
+            _exporter.close()
+
+
+def connect(app: Celery) -> None:
+    """Wire metrics into ``app``: the publish stamp everywhere, the rest only in workers."""
+    stamp.connect()
+    signals.worker_init.connect(on_worker_init, dispatch_uid="fleet.metrics.worker_init", weak=False)
+    signals.worker_process_init.connect(on_child_init, dispatch_uid="fleet.metrics.child_init", weak=False)
+    signals.worker_process_shutdown.connect(on_child_exit, dispatch_uid="fleet.metrics.child_exit", weak=False)
+    app.steps["worker"].add(MetricsTimer)
