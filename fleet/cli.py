@@ -101,3 +101,17 @@ def pools() -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
+@click.option("--timeout", default=1.0, show_default=True, help="Seconds to wait for workers to answer.")
+def status(as_json: bool, timeout: float) -> None:
+    """Queues, pools, workers and dead letters, from the broker and the workers themselves."""
+    import json
+
+    from fleet.celery_app import create_celery
+    from fleet.metrics.status import fleet_status, render
+
+    facts = fleet_status(create_celery(_settings()), timeout)
+    click.echo(json.dumps(facts, indent=2) if as_json else render(facts), nl=as_json)
