@@ -4,8 +4,9 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test lint broker worker beat api render bench clean
+.PHONY: install run test lint broker prometheus worker beat api render bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +19,11 @@ install: $(STAMP)  ## create .venv and install the pinned dependencies
 broker:  ## make sure RabbitMQ answers (starts the local one if it is installed and down)
 	@bin/ensure-rabbitmq
 
-test: install broker  ## the whole suite against the local RabbitMQ (a private vhost per run)
+prometheus:  ## promtool and prometheus (Debian package), for the rule tests and the real-Prometheus test
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
+		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y prometheus; }
+
+test: install broker prometheus  ## the whole suite against the local RabbitMQ (a private vhost per run)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install

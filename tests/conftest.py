@@ -16,7 +16,7 @@ from fleet.celery_app import FleetCelery, create_celery
 from fleet.pools import POOLS
 from fleet.settings import Settings, load_settings
 from tests.support.broker import Vhost
-from tests.support.peers import HTTPPeer, SMTPPeer
+from tests.support.peers import HTTPPeer, SMTPPeer, free_port_block
 from tests.support.processes import FleetProcess, start_worker
 
 
@@ -59,6 +59,8 @@ def fleet_env(vhost: Vhost, smtp: SMTPPeer, http_peer: HTTPPeer, var_dir: Path) 
         FLEET_SYNC_SOURCE_URL=http_peer.url("/sync"),
         FLEET_RETRY_BACKOFF_BASE="0.5",
         FLEET_DIGEST_RECIPIENTS="digest-a@example.test,digest-b@example.test",
+        # every worker process of the run gets its own metrics port, away from a running fleet's
+        FLEET_METRICS_PORT=str(free_port_block(sum(spec.replicas for spec in POOLS.values()))),
     )
     return env
 

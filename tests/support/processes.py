@@ -69,14 +69,34 @@ class FleetProcess:
             self.proc.wait(10)
 
 
-def start_worker(
+def launch_worker(
     pool: str, env: Mapping[str, str], log_dir: Path, *flags: str, index: int | None = None
 ) -> FleetProcess:
-    """Start ``fleet worker <pool>`` and wait until Celery says the node is ready."""
+    """Start ``fleet worker <pool>`` without waiting for it."""
     argv = [FLEET, "worker", pool, *flags]
     if index is not None:
         argv += ["--index", str(index)]
     name = f"worker-{pool}{'' if index is None else f'-{index}'}"
-    process = FleetProcess(argv, env, log_dir / f"{name}-{time.time_ns()}.log").start()
+    return FleetProcess(argv, env, log_dir / f"{name}-{time.time_ns()}.log").start()
+
+
+def start_worker(
+    pool: str, env: Mapping[str, str], log_dir: Path, *flags: str, index: int | None = None
+) -> FleetProcess:
+    """Start ``fleet worker <pool>`` and wait until Celery says the node is ready."""
+    process = launch_worker(pool, env, log_dir, *flags, index=index)
     process.wait_for_log(" ready.", timeout=90)
     return process
+
+
+def start_workers(pools: Sequence[str], env: Mapping[str, str], log_dir: Path) -> dict[str, FleetProcess]:
+    """One worker per pool, started together (they boot in parallel), each waited for."""
+    workers = {pool: launch_worker(pool, env, log_dir) for pool in pools}
+    try:
+        for worker in workers.values():
+            worker.wait_for_log(" ready.", timeout=120)
+    except BaseException:
+        for worker in workers.values():
+            worker.stop()
+        raise
+    return workers

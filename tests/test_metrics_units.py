@@ -1,0 +1,113 @@
+"""Worker metrics, the pure parts: labels, the archive of exited processes' files, rendered config."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from celery.utils.serialization import UnpickleableExceptionWrapper
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from fleet.metrics import archive
+from fleet.metrics.labels import OTHER, Labeler
+from fleet.metrics.prometheus import scrape_config, worker_targets
+from fleet.metrics.setup import MetricsSetupError, prepare_directory
+from fleet.metrics.status import pool_of
+from fleet.settings import ROOT
+
+
+def test_labels_stay_bounded() -> None:
+    labeler = Labeler({"tasks.a"}, max_exception_names=2)
+    assert labeler.task("tasks.a") == "tasks.a"
+    assert labeler.task("tasks.nobody-registers-this") == OTHER
+    assert labeler.queue({"routing_key": "email"}) == "email"
+    assert labeler.queue({"routing_key": "email.dlq"}) == OTHER
+    assert labeler.queue(None) == OTHER
+    assert [labeler.exception(e) for e in (KeyError(), ValueError(), KeyError(), OSError())] == [
+        "KeyError",
+        "ValueError",
+        "KeyError",
+        OTHER,  # the cap: a third class name is not minted
+    ]
+    wrapped = UnpickleableExceptionWrapper("fleet.http", "PermanentHTTPError", ("x",), "PermanentHTTPError('x')")
+    assert Labeler(()).exception(wrapped) == "PermanentHTTPError"  # Celery's JSON wrapper is seen through
+
+
+def _write(path: Path, values: dict[tuple[str, str, str], float]) -> None:
+    store = MmapedDict(str(path))
+    for (metric, sample, queue), value in values.items():
+        store.write_value(mmap_key(metric, sample, ["queue"], [queue], "help"), value, 0.0)
+    store.close()
+
+
+def _totals(directory: Path) -> dict[tuple[str, tuple], float]:
+    collector = MultiProcessCollector(None, str(directory))
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for m in collector.collect() for s in m.samples}
+
+
+def test_exited_processes_fold_into_one_archive_per_type_and_totals_hold(tmp_path: Path) -> None:
+    done = ("fleet_tasks_succeeded", "fleet_tasks_succeeded_total", "default")
+    bucket = ("fleet_task_runtime_seconds", "fleet_task_runtime_seconds_bucket", "default")
+    for pid, count in ((101, 3.0), (102, 4.0), (103, 5.0)):
+        _write(tmp_path / f"counter_{pid}.db", {done: count})
+        _write(
+            tmp_path / f"gauge_livesum_{pid}.db", {("fleet_tasks_in_progress", "fleet_tasks_in_progress", "default"): 1}
+        )
+    before = _totals(tmp_path)
+    assert before[("fleet_tasks_succeeded_total", (("queue", "default"),))] == 12
+    for pid in (101, 102):
+        assert archive.retire(tmp_path, pid)
+    assert not archive.retire(tmp_path, 101)  # already folded: nothing counted twice
+    after = _totals(tmp_path)
+    assert after[("fleet_tasks_succeeded_total", (("queue", "default"),))] == 12  # never backwards
+    assert after[("fleet_tasks_in_progress", (("queue", "default"),))] == 1  # only the live process's gauge
+    assert sorted(p.name for p in tmp_path.glob("*.db")) == [
+        "counter_103.db",
+        "counter_archive.db",
+        "gauge_livesum_103.db",
+    ]
+    # histograms fold bucket by bucket
+    _write(tmp_path / "histogram_104.db", {bucket: 2.0})
+    _write(tmp_path / "histogram_105.db", {bucket: 5.0})
+    archive.retire(tmp_path, 104)
+    archive.retire(tmp_path, 105)
+    assert sorted(p.name for p in tmp_path.glob("histogram_*")) == ["histogram_archive.db"]
+    [(_, value, _, _)] = MmapedDict.read_all_values_from_file(str(tmp_path / "histogram_archive.db"))
+    assert value == 7.0
+
+
+def test_sweep_retires_dead_processes_only(tmp_path: Path) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    key = ("fleet_tasks_started", "fleet_tasks_started_total", "email")
+    _write(tmp_path / f"counter_{gone.pid}.db", {key: 2.0})
+    _write(tmp_path / f"counter_{os.getpid()}.db", {key: 1.0})
+    _write(tmp_path / f"counter_{os.getppid()}.db", {key: 1.0})  # alive, not ours to keep: left alone
+    assert archive.sweep(tmp_path, keep={os.getpid()}) == [gone.pid]
+    assert archive.file_count(tmp_path) == 3
+    assert _totals(tmp_path)[("fleet_tasks_started_total", (("queue", "email"),))] == 4
+
+
+def test_the_metrics_directory_must_be_set_before_prometheus_client_loads(tmp_path: Path) -> None:
+    # this test process imported prometheus_client above: a worker in that state would undercount
+    with pytest.raises(MetricsSetupError, match="imported before"):
+        prepare_directory(tmp_path / "w")
+
+
+def test_committed_scrape_config_is_the_render_of_the_pools() -> None:
+    committed = (ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text()
+    assert committed == scrape_config(), (
+        "regenerate: python -m fleet.metrics.prometheus > deploy/prometheus/prometheus.yml"
+    )
+    targets = worker_targets(9808)
+    ports = [int(address.rsplit(":", 1)[1]) for addresses in targets.values() for address in addresses]
+    assert ports == list(range(9808, 9808 + len(ports))), "one port per worker process, none shared"
+
+
+def test_node_names_map_back_to_their_pool() -> None:
+    assert pool_of("email@host") == "email"
+    assert pool_of("high_priority-1@host") == "high_priority"
+    assert pool_of("celery@host") == "celery"
