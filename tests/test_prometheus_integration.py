@@ -23,6 +23,7 @@ from tests.support.processes import FLEET, FleetProcess, start_workers
 from tests.support.prometheus import RULES, Prometheus, panel_queries
 
 API_METRIC = "fleet_api_"
+EMAILS = 8
 
 
 def _wait(predicate: Any, what: str, timeout: float = 60) -> Any:
@@ -90,7 +91,7 @@ def _mixed_workload(app: FleetCelery, http_peer: HTTPPeer) -> int:
     calls = [
         *[("tasks.process_payment", (f"prom-pay-{n}", "10.00", "EUR")) for n in range(6)],
         ("tasks.process_payment", ("prom-pay-bad", "-1", "EUR")),  # invalid: fails, dead-lettered
-        *[("tasks.send_email", (f"prom-{n}@example.test", "hi", "body")) for n in range(8)],
+        *[("tasks.send_email", (f"prom-{n}@example.test", "hi", "body")) for n in range(EMAILS)],
         *[("tasks.generate_report", ("sales", 10)) for _ in range(2)],
         *[("tasks.process_data", (n,), {"rows": 100}) for n in range(8)],
         *[("tasks.call_external_api", (gone,)) for _ in range(3)],
@@ -120,6 +121,11 @@ def test_dashboard_and_rules_evaluate_on_real_data_and_a_killed_worker_shows_its
     time.sleep(3)  # a few more scrapes, so every rate has two points after the work
     up = prometheus.query('up{job="fleet-workers"} == 1')["data"]["result"]
     assert sorted(r["metric"]["pool"] for r in up) == sorted(POOLS)
+    # the threads pool (email) counts like the prefork ones
+    threads = prometheus.query('fleet_worker_info{kind="threads"}')["data"]["result"]
+    assert [r["metric"]["pool"] for r in threads] == ["email"]
+    sent = prometheus.query('sum(fleet_tasks_succeeded_total{queue="email"})')["data"]["result"]
+    assert float(sent[0]["value"][1]) == EMAILS
 
     # every dashboard query, with each queue for $queue: no error, and data
     checked, skipped = 0, []
