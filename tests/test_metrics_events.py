@@ -18,8 +18,8 @@ import requests
 from fleet.celery_app import FleetCelery
 from fleet.pools import get_pool
 from fleet.worker import node_name
-from tests.support.metrics import app_for, private_fleet
-from tests.support.peers import HTTPPeer, free_port
+from tests.support.metrics import app_for, private_fleet, wait_for_scrape
+from tests.support.peers import HTTPPeer, SMTPPeer, free_port
 from tests.support.processes import FLEET, FleetProcess, start_worker
 
 CELERY = str(Path(sys.executable).with_name("celery"))
@@ -106,3 +106,42 @@ def test_fleet_status_shows_queues_pools_workers_and_dead_letters(evented: dict[
     assert [w["node"] for w in facts["workers"]] == [node_name(get_pool("default"))]
     text = subprocess.run([FLEET, "status"], env=env, capture_output=True, text=True, timeout=60, check=True).stdout
     assert "DOWN" in text.split("POOLS")[1] and "dead letters" in text
+
+
+def test_a_worker_started_by_celery_itself_exports_metrics_too(
+    evented: dict[str, Any], log_dir: Path, smtp: SMTPPeer
+) -> None:
+    """``celery -A fleet worker -Q email -P threads``: the pool is known by its queues, the port is the base."""
+    env = evented["env"]
+    argv = [
+        CELERY,
+        "-A",
+        "fleet",
+        "worker",
+        "-Q",
+        "email",
+        "-P",
+        "threads",
+        "-c",
+        "4",
+        "--hostname=plain@%h",
+        "-l",
+        "info",
+    ]
+    worker = FleetProcess(argv, env, log_dir / "celery-worker.log").start()
+    try:
+        worker.wait_for_log(" ready.", timeout=90)
+        evented["app"].send_task("tasks.send_email", ("plain@example.test", "hi", "body")).get(timeout=60)
+        port = int(env["FLEET_METRICS_PORT"])
+        scrape = wait_for_scrape(port, lambda s: s.total("fleet_tasks_succeeded_total", queue="email") == 1)
+        assert scrape.series("fleet_worker_info") == [
+            {
+                "pool": "email",
+                "kind": "threads",
+                "queues": "email",
+                "version": scrape.series("fleet_worker_info")[0]["version"],
+            }
+        ]
+        assert scrape.total("fleet_tasks_received_total", queue="email", task="tasks.send_email") == 1
+    finally:
+        worker.stop()

@@ -91,10 +91,12 @@ def test_sweep_retires_dead_processes_only(tmp_path: Path) -> None:
     assert _totals(tmp_path)[("fleet_tasks_started_total", (("queue", "email"),))] == 4
 
 
-def test_the_metrics_directory_must_be_set_before_prometheus_client_loads(tmp_path: Path) -> None:
-    # this test process imported prometheus_client above: a worker in that state would undercount
-    with pytest.raises(MetricsSetupError, match="imported before"):
+def test_the_metrics_directory_must_be_set_before_the_worker_metrics_exist(tmp_path: Path) -> None:
+    import fleet.metrics.worker  # noqa: F401 - created in single-process mode: a worker so made would undercount
+
+    with pytest.raises(MetricsSetupError, match="created before"):
         prepare_directory(tmp_path / "w")
+    assert not (tmp_path / "w").exists()
 
 
 def test_committed_scrape_config_is_the_render_of_the_pools() -> None:

@@ -38,7 +38,7 @@ CUSTOM_POOL = "custom"
 
 
 class MetricsSetupError(RuntimeError):
-    """Worker metrics cannot be exported correctly (prometheus-client was imported too early)."""
+    """Worker metrics cannot be exported correctly (they were created before the directory was set)."""
 
 
 @dataclass(frozen=True)
@@ -61,15 +61,23 @@ def node_directory(settings: Settings, node: str) -> Path:
 
 
 def prepare_directory(directory: Path) -> None:
-    """Empty ``directory`` and select multiprocess mode for this process and its children."""
-    if "prometheus_client" in sys.modules:
+    """Empty ``directory`` and select multiprocess mode for this process and its children.
+
+    Must run before the worker's metrics exist. prometheus-client itself may be
+    loaded already (``celery`` loads CLI plugins such as Flower that import it):
+    then multiprocess mode is selected for the metrics created from now on.
+    """
+    if "fleet.metrics.worker" in sys.modules:
         raise MetricsSetupError(
-            "prometheus_client was imported before the worker's metrics directory was set; "
-            "its values would not be shared with pool children"
+            "the worker's metrics were created before its metrics directory was set; "
+            "their values would not be shared with pool children"
         )
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     os.environ[MULTIPROC_ENV] = str(directory)  # read by prometheus_client on import, and by pool children
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None and not getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.MultiProcessValue()
 
 
 def _port(settings: Settings, pool: str, index: int | None) -> int | None:
@@ -98,7 +106,9 @@ def _launch_from_worker(controller: Any, settings: Settings) -> Launch:
     pool = next((spec.name for spec in POOLS.values() if set(spec.queues) == set(queues)), CUSTOM_POOL)
     directory = node_directory(settings, controller.hostname)
     prepare_directory(directory)
-    kind = controller.pool_cls if isinstance(controller.pool_cls, str) else controller.pool_cls.__name__
+    kind = controller.pool_cls
+    if not isinstance(kind, str):  # a class from celery.concurrency.<module>
+        kind = {"thread": "threads"}.get(kind.__module__.rsplit(".", 1)[-1], kind.__module__.rsplit(".", 1)[-1])
     return Launch(directory, pool, kind, queues, settings.metrics_addr, settings.metrics_port)
 
 
