@@ -3,6 +3,8 @@ one scrape shows exactly those counts, and the metrics directory stays small."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ from tests.support.processes import start_worker
 
 SUCCEED, FAIL, RETRY_ONCE = 200, 50, 50  # 300 tasks
 CONCURRENCY, MAX_TASKS_PER_CHILD = 4, 5
+SOFT_LIMIT = 3  # seconds; the 300 tasks take milliseconds
 RUNS = SUCCEED + FAIL + 2 * RETRY_ONCE  # a retried task runs twice
 FILE_TYPES = 3  # counter, histogram, gauge_livesum per process
 FILE_BOUND = FILE_TYPES * (1 + CONCURRENCY) + 2  # main process + live children + 2 archives
@@ -47,6 +50,7 @@ def worker(
     fleet_env: dict[str, str], log_dir: Path, tmp_path_factory: pytest.TempPathFactory, celery_app: FleetCelery
 ) -> Iterator[dict]:
     with private_fleet(fleet_env, tmp_path_factory.mktemp("prefork")) as env, app_for(env, celery_app) as app:
+        env = {**env, "FLEET_POOL_DEFAULT_SOFT_TIME_LIMIT": str(SOFT_LIMIT), "FLEET_POOL_DEFAULT_TIME_LIMIT": "8"}
         settings = load_settings(env)
         flags = ("--concurrency", str(CONCURRENCY), "--max-tasks-per-child", str(MAX_TASKS_PER_CHILD))
         process = start_worker("default", env, log_dir, *flags)
@@ -115,3 +119,50 @@ def test_one_scrape_shows_exactly_the_work_done(worker: dict, http_peer: HTTPPee
         f"{recycled:.0f} children recycled"
     )
     assert files.most <= FILE_BOUND and final <= FILE_BOUND
+
+
+def _running_pid(app: Celery, task_id: str, timeout: float = 30) -> int:
+    """The pool child running ``task_id``, as the worker reports it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for tasks in (app.control.inspect(timeout=2).active() or {}).values():
+            for task in tasks:
+                if task["id"] == task_id and task.get("worker_pid"):
+                    return task["worker_pid"]
+        time.sleep(0.2)
+    raise AssertionError(f"{task_id} never seen running")
+
+
+def test_a_killed_child_and_a_time_limit_are_counted_and_nothing_goes_backwards(worker: dict) -> None:
+    app: Celery = worker["app"]
+    before = Scrape.of(worker["port"])
+    task = {"queue": "default", "task": "tasks.process_data"}
+    # a child killed -9 mid-task: the task is redelivered and succeeds on a new child
+    lost = app.send_task("tasks.process_data", (11,), {"rows": 10, "step_delay": 0.5})
+    os.kill(_running_pid(app, lost.id), signal.SIGKILL)
+    assert lost.get(timeout=60)["status"] == "processed"
+    # a task past its soft time limit fails (and is dead-lettered)
+    slow = app.send_task("tasks.process_data", (12,), {"rows": 10, "step_delay": SOFT_LIMIT})
+    slow.get(timeout=60, propagate=False)
+    assert slow.state == "FAILURE"
+
+    def delta(s: Scrape, name: str, **labels: str) -> float:
+        return s.total(name, **labels) - before.total(name, **labels)
+
+    def settled(s: Scrape) -> bool:
+        return (
+            delta(s, "fleet_worker_child_restarts_total", reason="lost") == 1
+            and delta(s, "fleet_tasks_failed_total", **task) == 1
+        )
+
+    after = wait_for_scrape(worker["port"], settled)
+    assert delta(after, "fleet_tasks_worker_lost_total", **task) == 1
+    assert delta(after, "fleet_tasks_started_total", **task) == 3  # the killed run's count survived its process
+    assert delta(after, "fleet_tasks_succeeded_total", **task) == 1
+    assert delta(after, "fleet_tasks_failed_total", exception="SoftTimeLimitExceeded", **task) == 1
+    assert delta(after, "fleet_task_time_limit_hits_total", limit="soft", **task) == 1
+    assert delta(after, "fleet_task_runtime_seconds_count", **task) == 2  # the killed run has no runtime
+    assert after.total("fleet_tasks_in_progress") == 0  # the dead child's gauge left with it
+    for name, samples in before.samples.items():  # counters never go backwards
+        if name.endswith(("_total", "_count", "_bucket", "_sum")):
+            assert all(after.total(name, **labels) >= value for labels, value in samples), name
