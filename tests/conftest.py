@@ -91,3 +91,24 @@ def fleet_workers(
     finally:
         for worker in workers.values():
             worker.stop()
+
+
+@pytest.fixture
+def private_env(fleet_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
+    """``fleet_env`` on a vhost and var directory of this test's own (no session workers there)."""
+    vhost = Vhost().create()
+    try:
+        yield {**fleet_env, "CELERY_BROKER_URL": vhost.url, "FLEET_VAR_DIR": str(tmp_path / "var")}
+    finally:
+        vhost.delete()
+
+
+@pytest.fixture
+def private_app(private_env: dict[str, str], celery_app: FleetCelery) -> Iterator[FleetCelery]:
+    """A Celery app on ``private_env``; the run's app is current again afterwards."""
+    app = create_celery(load_settings(private_env))
+    try:
+        yield app
+    finally:
+        celery_app.set_current()
+        celery_app.set_default()
