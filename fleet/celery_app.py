@@ -29,6 +29,8 @@ class FlaskTask(Task):
 
     #: parks far-future ETA messages in RabbitMQ instead of holding them (fleet.parking)
     Strategy = "fleet.parking:strategy"
+    #: dead-letters tasks killed by their hard time limit (fleet.consumer)
+    Request = "fleet.consumer:FleetRequest"
     #: countdown of the retry published when a task's process died (task_retry_on_worker_lost)
     default_retry_delay = 1
 

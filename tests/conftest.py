@@ -14,8 +14,9 @@ import pytest
 
 from fleet.celery_app import FleetCelery, create_celery
 from fleet.pools import POOLS
-from fleet.settings import Settings, load_settings
+from fleet.settings import ROOT, Settings, load_settings
 from tests.support.broker import Vhost
+from tests.support.ledger import Ledger
 from tests.support.peers import HTTPPeer, SMTPPeer
 from tests.support.processes import FleetProcess, start_worker
 
@@ -59,8 +60,18 @@ def fleet_env(vhost: Vhost, smtp: SMTPPeer, http_peer: HTTPPeer, var_dir: Path) 
         FLEET_SYNC_SOURCE_URL=http_peer.url("/sync"),
         FLEET_RETRY_BACKOFF_BASE="0.5",
         FLEET_DIGEST_RECIPIENTS="digest-a@example.test,digest-b@example.test",
+        # Fault tests use their own tasks, added the way a team adds its module.
+        FLEET_TASK_MODULES="tests.support.chaos_tasks",
+        PYTHONPATH=str(ROOT),
     )
     return env
+
+
+@pytest.fixture
+def ledger() -> Iterator[Ledger]:
+    ledger = Ledger()
+    yield ledger
+    ledger.drop()
 
 
 @pytest.fixture(scope="session")
