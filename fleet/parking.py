@@ -18,6 +18,7 @@ from typing import Any
 
 from celery.worker.strategy import default as default_strategy
 
+from fleet.republish import republish
 from queues import DELAY_EXCHANGE, DELAY_HEADER, DELAY_SECONDS
 
 logger = logging.getLogger("fleet.parking")
@@ -43,22 +44,8 @@ def _seconds_until(eta: str) -> float:
 
 def park(app: Any, message: Any, seconds: int) -> None:
     """Republish ``message`` into the ``seconds`` delay queue with a confirm, then ack it."""
-    properties = message.properties
     with app.producer_pool.acquire(block=True) as producer:
-        producer.publish(
-            message.body,
-            exchange=DELAY_EXCHANGE,
-            routing_key=message.delivery_info["routing_key"],
-            headers={**message.headers, DELAY_HEADER: seconds},
-            content_type=message.content_type,
-            content_encoding=message.content_encoding,
-            priority=properties.get("priority"),
-            correlation_id=properties.get("correlation_id"),
-            reply_to=properties.get("reply_to"),
-            delivery_mode=2,
-            retry=True,
-            retry_policy={"max_retries": 3},
-        )
+        republish(producer, message, DELAY_EXCHANGE, message.delivery_info["routing_key"], **{DELAY_HEADER: seconds})
     message.ack()
 
 
