@@ -35,15 +35,15 @@ def main() -> None:
 @click.option("--concurrency", "-c", default=None, help="Override the pool's concurrency.")
 @click.option("--prefetch-multiplier", default=None, help="Override the pool's prefetch multiplier.")
 @click.option("--max-tasks-per-child", default=None, help="Override child recycling by task count (0: never).")
-@click.option("--pool-kind", "pool", default=None, help="Override the pool kind (prefork or threads).")
-def worker(pool: str, index: int | None, **flags: str | None) -> None:
+@click.option("--pool-kind", default=None, help="Override the pool kind (prefork or threads).")
+def worker(pool: str, index: int | None, pool_kind: str | None, **flags: str | None) -> None:
     """Start the worker for POOL with its tuned spec (fleet.pools)."""
     from fleet.celery_app import create_celery
     from fleet.worker import node_name, resolve_pool, run_worker
 
     settings = _settings()
     try:
-        spec = resolve_pool(pool, settings, flags)
+        spec = resolve_pool(pool, settings, {**flags, "pool": pool_kind})
     except PoolError as exc:
         raise click.ClickException(str(exc)) from None
     run_worker(create_celery(settings), spec, node_name(spec, index))
