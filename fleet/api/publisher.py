@@ -172,7 +172,8 @@ class ConfirmingPublisher:
             transport_options={"confirm_publish": True, "read_timeout": step, "write_timeout": step},
         )
         try:
-            connection.connect()
+            # One attempt: connect() would retry after kombu's 2 s interval, the caller retries instead.
+            connection.ensure_connection(max_retries=0, reraise_as_library_errors=False)
             declare_topology(connection, self.queue_type, self.delivery_limit)
         except BaseException:
             _drop(connection)

@@ -38,6 +38,8 @@ def gunicorn_argv(settings: Settings) -> list[str]:
         "20",
         "--access-logfile",
         "-",
+        # The control socket has one default path per user: several APIs on a host would fight over it.
+        "--no-control-socket",
         "--config",
         "python:fleet.api.server",
         "app:create_app()",
