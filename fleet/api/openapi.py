@@ -16,11 +16,12 @@ from pydantic.json_schema import models_json_schema
 
 from fleet.api import schemas as s
 from fleet.api.errors import RETRY_AFTER
+from fleet.api.state import api_state
 
 bp = Blueprint("openapi", __name__)
 
 ID_SCHEMA = {"type": "integer", "minimum": 0, "maximum": 2147483647}
-TASK_ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 155, "pattern": r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"}
+TASK_ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 155}
 JSON_ERRORS = (400, 401, 409, 413, 415, 422, 503)
 STATUS_TEXT = {
     200: "OK",
@@ -130,7 +131,7 @@ OPERATIONS: tuple[Operation, ...] = (
 )
 
 
-def _components() -> dict[str, Any]:
+def _components(task_names: tuple[str, ...]) -> dict[str, Any]:
     models: set[type[BaseModel]] = {s.Error}
     for op in OPERATIONS:
         models.update(model for model in (op.body, op.answer) if model is not None)
@@ -139,7 +140,9 @@ def _components() -> dict[str, Any]:
         [(model, "validation" if model.__name__.endswith("Request") else "serialization") for model in ordered],
         ref_template="#/components/schemas/{model}",
     )
-    return top.get("$defs", {})
+    components = top.get("$defs", {})
+    components["TaskRequest"]["properties"]["task"]["enum"] = list(task_names)  # what this fleet registers
+    return components
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -197,7 +200,8 @@ def _operation(op: Operation) -> dict[str, Any]:
 
 
 @cache
-def document() -> dict[str, Any]:
+def document(task_names: tuple[str, ...]) -> dict[str, Any]:
+    """The document for a fleet registering ``task_names`` (the generic enqueue accepts exactly those)."""
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method] = _operation(op)
@@ -216,7 +220,7 @@ def document() -> dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {
-            "schemas": _components(),
+            "schemas": _components(task_names),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
@@ -224,4 +228,4 @@ def document() -> dict[str, Any]:
 
 @bp.get("/api/openapi.json")
 def openapi_json() -> Response:
-    return jsonify(document())
+    return jsonify(document(tuple(sorted(api_state().public_tasks))))

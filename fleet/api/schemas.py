@@ -8,24 +8,51 @@ validated ones.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from annotated_types import Interval
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from fleet.tasks.reports import REPORT_TYPES
 from queues import WORK_QUEUES
 
+
+def _integral(value: Any) -> Any:
+    """JSON Schema counts 5.0 as an integer; accept it as 5 (strict mode would not). Never "5" or true."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+#: A strict int that also takes integral JSON numbers such as 5.0 (bounds go before the validator,
+#: or they vanish from the JSON schema).
+Integer = Annotated[int, BeforeValidator(_integral)]
 QueueName = Literal[tuple(WORK_QUEUES)]  # type: ignore[valid-type]
 ReportType = Literal[REPORT_TYPES]  # type: ignore[valid-type]
-Email = Annotated[str, StringConstraints(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def _email(value: str) -> str:
+    if not EMAIL.fullmatch(value):
+        raise ValueError("not an email address (expected local@domain.tld)")
+    return value
+
+
+#: Checked in Python (fullmatch): a JSON Schema "pattern" ending in $ would admit a trailing newline.
+Email = Annotated[
+    str,
+    StringConstraints(min_length=3, max_length=254),
+    AfterValidator(_email),
+    Field(json_schema_extra={"format": "email"}),
+]
 Subject = Annotated[str, StringConstraints(max_length=998)]
-Text = Annotated[str, StringConstraints(max_length=1_000_000)]
+Text = Annotated[str, StringConstraints(max_length=100_000)]
 #: JSON-safe integers (JavaScript clients lose precision above 2**53).
-SafeInt = Annotated[int, Field(ge=-(2**53), le=2**53)]
+SafeInt = Annotated[int, Interval(ge=-(2**53), le=2**53), BeforeValidator(_integral)]
 #: Datetimes arrive as ISO 8601 strings, so this one field is validated in lax mode.
 Timestamp = Annotated[AwareDatetime, Field(strict=False)]
-TaskId = Annotated[str, StringConstraints(min_length=1, max_length=155, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+#: Any id Celery can store (its result tables hold up to 155 characters).
+TaskId = Annotated[str, StringConstraints(min_length=1, max_length=155)]
 
 
 class Request(BaseModel):
@@ -39,7 +66,7 @@ class PublishOptions(Request):
     """Per-call overrides, as ``apply_async`` takes them."""
 
     queue: QueueName | None = Field(None, description="Override the queue routing.py chooses.")
-    priority: int | None = Field(None, ge=0, le=10, description="0 (lowest) to 10; honoured on high_priority.")
+    priority: Integer | None = Field(None, ge=0, le=10, description="0 (lowest) to 10; honoured on high_priority.")
     countdown: float | None = Field(None, ge=0, description="Seconds to wait before running (FLEET_API_MAX_DELAY).")
     eta: Timestamp | None = Field(None, description="When to run, ISO 8601 with a time zone.")
     expires: float | None = Field(None, gt=0, le=30 * 86400, description="Seconds after which it is discarded.")
@@ -70,22 +97,24 @@ class SendBulkEmailsRequest(Request):
 
 
 class ProcessDataRequest(Request):
-    rows: int = Field(10_000, ge=1, le=1_000_000)
+    rows: Integer = Field(10_000, ge=1, le=1_000_000)
     step_delay: float = Field(0.0, ge=0, le=60, description="Seconds each step waits (stands in for I/O).")
 
 
 class GenerateReportRequest(Request):
     report_type: ReportType
-    rows: int = Field(1000, ge=1, le=1_000_000)
+    rows: Integer = Field(1000, ge=1, le=1_000_000)
     seed: SafeInt = 0
 
 
 class EtlRequest(Request):
-    records: int = Field(100, ge=1, le=10_000)
+    records: Integer = Field(100, ge=1, le=10_000)
 
 
 class ParallelEtlRequest(EtlRequest):
-    source_ids: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(min_length=1, max_length=100)
+    source_ids: list[Annotated[int, Interval(ge=0, le=2**31 - 1), BeforeValidator(_integral)]] = Field(
+        min_length=1, max_length=100
+    )
 
 
 # -- responses -----------------------------------------------------------------
