@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from fleet.api.schemas import Error
 from fleet.settings import Settings
 from tests.support.api import ApiServer
 from tests.support.peers import SMTPPeer
+from tests.support.processes import FLEET
 
 TOKEN = "test-token-" + uuid.uuid4().hex
 
@@ -175,6 +177,28 @@ def test_same_idempotency_key_twice_yields_one_task(api: ApiServer, smtp: SMTPPe
     assert_error(other, 422, "idempotency_key_reused", "Idempotency-Key")
 
 
+def test_concurrent_retries_with_one_key_enqueue_once(api: ApiServer, smtp: SMTPPeer) -> None:
+    to = f"race-{uuid.uuid4().hex[:8]}@example.test"
+    headers = {"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": f"race-{uuid.uuid4()}"}
+    payload = {"to": to, "subject": "race", "body": "one of many retries"}
+
+    def post(_: int) -> requests.Response:
+        return requests.post(api.url("/api/send-email"), json=payload, headers=headers, timeout=30)
+
+    with ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(post, range(6)))
+    statuses = sorted(response.status_code for response in responses)
+    assert set(statuses) <= {202, 409} and 202 in statuses, statuses
+    ids = {response.json()["task_id"] for response in responses if response.status_code == 202}
+    assert len(ids) == 1
+    for response in responses:
+        if response.status_code == 409:
+            assert_error(response, 409, "idempotency_in_progress")
+    api.wait_for_state(ids.pop(), {"SUCCESS"})
+    time.sleep(1)
+    assert len(smtp.messages_to(to)) == 1
+
+
 # -- errors: every class, one JSON shape ---------------------------------------------
 
 
@@ -277,6 +301,12 @@ def test_metrics_count_requests_by_route_template_and_published_tasks(api: ApiSe
         if line.startswith('fleet_api_tasks_published_total{queue="default",task="tasks.process_data"}')
     ]
     assert counts and counts[0] >= 1
+
+
+def test_production_refuses_to_serve_without_a_token(fleet_env: dict[str, str]) -> None:
+    env = {**fleet_env, "FLEET_ENV": "production", "FLEET_API_TOKEN": ""}
+    done = subprocess.run([FLEET, "api"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "FLEET_API_TOKEN must be set" in done.stderr
 
 
 def test_openapi_is_served_as_json(api: ApiServer) -> None:

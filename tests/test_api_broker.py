@@ -24,7 +24,7 @@ TASK = {"task": "tasks.fetch_data", "args": [1, 1]}  # routed to the default que
 
 @pytest.fixture(scope="module")
 def rabbit() -> Iterator[DisposableRabbit]:
-    node = DisposableRabbit().start()
+    node = DisposableRabbit(consumer_timeout=120, disk_free_limit=50_000_000).start()
     yield node
     node.remove()
 
@@ -90,6 +90,28 @@ def test_broker_killed_recovers_and_keeps_every_confirmed_message(api: ApiServer
     rabbit.start()
     assert api.post("/api/tasks", TASK).status_code == 202
     assert queue_depth(rabbit.url, "default")[0] == before + 2
+
+
+def test_disposable_node_is_private_and_configured(rabbit: DisposableRabbit) -> None:
+    assert rabbit.port != 5672 and rabbit.node != "rabbit@localhost"
+    assert rabbit.ctl("eval", "application:get_env(rabbit, consumer_timeout).").strip() == "{ok,120000}"
+    assert rabbit.ctl("eval", "application:get_env(rabbit, disk_free_limit).").strip() == "{ok,50000000}"
+    assert str(rabbit.mnesia_base).startswith(str(rabbit.base)) and rabbit.base.owner() == "rabbitmq"
+
+
+def test_disk_alarm_answers_503_never_202(api: ApiServer, rabbit: DisposableRabbit) -> None:
+    rabbit.raise_disk_alarm()
+    try:
+        time.sleep(1.5)  # the disk monitor checks periodically
+        response, elapsed = timed_post(api, "/api/tasks", TASK)
+        assert_unavailable(response, elapsed)
+        assert api.get("/readyz").status_code == 200  # reachable, only publishing is blocked
+    finally:
+        rabbit.clear_disk_alarm()
+    deadline = time.monotonic() + 30
+    while (response := api.post("/api/tasks", TASK)).status_code != 202 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert response.status_code == 202, response.text
 
 
 def test_memory_alarm_answers_503_never_202(api: ApiServer, rabbit: DisposableRabbit) -> None:
