@@ -53,6 +53,14 @@ def assert_unavailable(response: requests.Response, elapsed: float) -> None:
     assert elapsed < BOUND, f"503 took {elapsed:.2f}s"
 
 
+def post_until_accepted(api: ApiServer, timeout: float = 30) -> None:
+    """Once an alarm clears, publishing resumes (RabbitMQ unblocks within its monitor interval)."""
+    deadline = time.monotonic() + timeout
+    while (response := api.post("/api/tasks", TASK)).status_code != 202 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert response.status_code == 202, response.text
+
+
 def test_broker_stopped_answers_503_fast_and_recovers_without_restart(api: ApiServer, rabbit: DisposableRabbit) -> None:
     accepted = [api.post("/api/tasks", TASK) for _ in range(5)]
     assert [response.status_code for response in accepted] == [202] * 5
@@ -108,10 +116,7 @@ def test_disk_alarm_answers_503_never_202(api: ApiServer, rabbit: DisposableRabb
         assert api.get("/readyz").status_code == 200  # reachable, only publishing is blocked
     finally:
         rabbit.clear_disk_alarm()
-    deadline = time.monotonic() + 30
-    while (response := api.post("/api/tasks", TASK)).status_code != 202 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert response.status_code == 202, response.text
+    post_until_accepted(api)
 
 
 def test_memory_alarm_answers_503_never_202(api: ApiServer, rabbit: DisposableRabbit) -> None:
@@ -125,10 +130,7 @@ def test_memory_alarm_answers_503_never_202(api: ApiServer, rabbit: DisposableRa
             print(f"503 latency under a memory alarm: {elapsed:.3f}s")
     finally:
         rabbit.clear_memory_alarm()
-    deadline = time.monotonic() + 30
-    while (response := api.post("/api/tasks", TASK)).status_code != 202 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert response.status_code == 202, response.text
+    post_until_accepted(api)
     # The 503s may have reached the queue once the alarm cleared (the client retries: at-least-once),
     # but every 202 is there.
     assert queue_depth(rabbit.url, "default")[0] >= before + 1
