@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test lint broker prometheus worker beat api render bench clean
+.PHONY: install run test lint broker prometheus worker beat api render bench clean soak
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,3 +41,6 @@ api: install broker
 
 clean:
 	rm -rf var .pytest_cache
+
+soak: install broker  ## minutes of mixed load with random faults (not part of make test): make soak MINUTES=10
+	$(BIN)/python -m tests.soak --minutes $(or $(MINUTES),10)

@@ -64,3 +64,14 @@ def test_worker_argv_is_the_spec() -> None:
     assert "--prefetch-multiplier=1" in argv
     assert "--max-memory-per-child=512000" in argv
     assert "--time-limit=600" in argv
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    from dataclasses import fields
+    from pathlib import Path
+
+    from fleet.settings import Settings
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    missing = [f.metadata["env"] for f in fields(Settings) if "env" in f.metadata and f.metadata["env"] not in readme]
+    assert not missing, f"settings missing from README.md: {missing}"

@@ -6,6 +6,7 @@ import time
 
 import pytest
 from celery.result import AsyncResult
+from celery.states import READY_STATES
 
 from fleet.celery_app import FleetCelery
 from fleet.retries import backoff_delay
@@ -21,10 +22,11 @@ def watch(result: AsyncResult, timeout: float = 60) -> list[tuple[str, object]]:
     seen: list[tuple[str, object]] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state, info = result.state, result.info
+        meta = result.backend.get_task_meta(result.id)  # one read: state and info agree
+        state, info = meta["status"], meta["result"]
         if not seen or seen[-1] != (state, info):
             seen.append((state, info))
-        if result.ready():
+        if state in READY_STATES:
             return seen
         time.sleep(0.005)
     raise AssertionError(f"{result.id} not ready within {timeout}s; seen {seen}")

@@ -21,9 +21,10 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.mmap_dict import MmapedDict
-from prometheus_client.multiprocess import mark_process_dead
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 ARCHIVE = "archive"
 CUMULATIVE_TYPES = ("counter", "histogram", "summary")
@@ -118,6 +119,18 @@ def sweep(directory: Path, keep: set[int]) -> list[int]:
     """
     dead = [pid for pid in process_files(directory) if pid not in keep and not _alive(pid)]
     return [pid for pid in dead if retire(directory, pid)]
+
+
+class ArchivingMultiProcessCollector(MultiProcessCollector):
+    """prometheus-client's collector, reading while no archive merge runs."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(None, str(directory))
+        self.directory = directory
+
+    def collect(self) -> Any:
+        with locked(self.directory):
+            return super().collect()
 
 
 def file_count(directory: Path) -> int:

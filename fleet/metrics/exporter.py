@@ -19,24 +19,11 @@ from typing import Any
 from celery.worker import state
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.multiprocess import MultiProcessCollector
 
 from fleet.metrics import archive, worker
 from fleet.metrics.queues import QueueCollector
 
 logger = logging.getLogger("fleet.metrics")
-
-
-class ArchivingMultiProcessCollector(MultiProcessCollector):
-    """prometheus-client's collector, reading while no archive merge runs."""
-
-    def __init__(self, directory: Path) -> None:
-        super().__init__(None, str(directory))
-        self.directory = directory
-
-    def collect(self) -> Any:
-        with archive.locked(self.directory):
-            return super().collect()
 
 
 @dataclass(frozen=True)
@@ -121,7 +108,7 @@ class WorkerExporter:
         self.worker = WorkerCollector(identity, controller)
         self.queues = QueueCollector(connect_broker)
         self.registry = CollectorRegistry(auto_describe=False)
-        for collector in (ArchivingMultiProcessCollector(directory), self.worker, self.queues):
+        for collector in (archive.ArchivingMultiProcessCollector(directory), self.worker, self.queues):
             self.registry.register(collector)
         self.server: Any = None
 

@@ -15,10 +15,11 @@ from typing import Any
 
 from billiard.einfo import ExceptionWithTraceback
 from billiard.exceptions import WorkerLostError
-from celery.worker.request import Request
+
+from fleet.consumer import FleetRequest
 
 
-class MeteredRequest(Request):
+class MeteredRequest(FleetRequest):
     @contextmanager
     def _in_context(self) -> Iterator[None]:
         self.task.request_stack.push(self._context)
