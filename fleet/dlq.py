@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from kombu import Connection, Producer
 
+from fleet.metrics.stamp import PUBLISHED_AT_HEADER
 from fleet.republish import republish
 from queues import TASK_EXCHANGE, WORK_QUEUES, dlq_name
 
@@ -85,7 +87,8 @@ def replay(connection: Connection, queue: str, task_id: str | None = None, limit
             if task_id and (message.headers or {}).get("id") != task_id:
                 skipped += 1
                 continue  # stays unacked, returns to the queue when the channel closes
-            republish(producer, message, TASK_EXCHANGE, _origin(queue, message))
+            # a replay is a new publish: queue wait counts from now, not from the first attempt
+            republish(producer, message, TASK_EXCHANGE, _origin(queue, message), **{PUBLISHED_AT_HEADER: time.time()})
             channel.basic_ack(message.delivery_tag)
             moved += 1
     finally:

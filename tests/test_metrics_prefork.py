@@ -24,7 +24,6 @@ from tests.support.processes import start_worker
 
 SUCCEED, FAIL, RETRY_ONCE = 200, 50, 50  # 300 tasks
 CONCURRENCY, MAX_TASKS_PER_CHILD = 4, 5
-SOFT_LIMIT = 3  # seconds; the 300 tasks take milliseconds
 RUNS = SUCCEED + FAIL + 2 * RETRY_ONCE  # a retried task runs twice
 FILE_TYPES = 3  # counter, histogram, gauge_livesum per process
 FILE_BOUND = FILE_TYPES * (1 + CONCURRENCY) + 2  # main process + live children + 2 archives
@@ -49,19 +48,20 @@ class FileCounter(threading.Thread):
 def worker(
     fleet_env: dict[str, str], log_dir: Path, tmp_path_factory: pytest.TempPathFactory, celery_app: FleetCelery
 ) -> Iterator[dict]:
-    with private_fleet(fleet_env, tmp_path_factory.mktemp("prefork")) as env, app_for(env, celery_app) as app:
-        env = {**env, "FLEET_POOL_DEFAULT_SOFT_TIME_LIMIT": str(SOFT_LIMIT), "FLEET_POOL_DEFAULT_TIME_LIMIT": "8"}
+    with private_fleet(fleet_env, tmp_path_factory.mktemp("prefork")) as private:
+        env = {**private, "FLEET_TASK_MODULES": f"{private['FLEET_TASK_MODULES']},tests.support.metrics_tasks"}
         settings = load_settings(env)
         flags = ("--concurrency", str(CONCURRENCY), "--max-tasks-per-child", str(MAX_TASKS_PER_CHILD))
-        process = start_worker("default", env, log_dir, *flags)
-        try:
-            yield {
-                "app": app,
-                "port": metrics_port(settings.metrics_port, "default"),
-                "directory": node_directory(settings, node_name(get_pool("default"))),
-            }
-        finally:
-            process.stop()
+        with app_for(env, celery_app) as app:
+            process = start_worker("default", env, log_dir, *flags)
+            try:
+                yield {
+                    "app": app,
+                    "port": metrics_port(settings.metrics_port, "default"),
+                    "directory": node_directory(settings, node_name(get_pool("default"))),
+                }
+            finally:
+                process.stop()
 
 
 def test_one_scrape_shows_exactly_the_work_done(worker: dict, http_peer: HTTPPeer) -> None:
@@ -133,36 +133,45 @@ def _running_pid(app: Celery, task_id: str, timeout: float = 30) -> int:
     raise AssertionError(f"{task_id} never seen running")
 
 
-def test_a_killed_child_and_a_time_limit_are_counted_and_nothing_goes_backwards(worker: dict) -> None:
+def test_a_killed_child_and_time_limits_are_counted_and_nothing_goes_backwards(worker: dict) -> None:
     app: Celery = worker["app"]
     before = Scrape.of(worker["port"])
-    task = {"queue": "default", "task": "tasks.process_data"}
-    # a child killed -9 mid-task: the task is redelivered and succeeds on a new child
-    lost = app.send_task("tasks.process_data", (11,), {"rows": 10, "step_delay": 0.5})
+    sleeper = {"queue": "default", "task": "tests.sleep"}
+    outliver = {"queue": "default", "task": "tests.outlive_soft_limit"}
+    # a child killed -9 mid-task: the task is retried on a new child and succeeds
+    lost = app.send_task("tests.sleep", (4,))
     os.kill(_running_pid(app, lost.id), signal.SIGKILL)
-    assert lost.get(timeout=60)["status"] == "processed"
-    # a task past its soft time limit fails (and is dead-lettered)
-    slow = app.send_task("tasks.process_data", (12,), {"rows": 10, "step_delay": SOFT_LIMIT})
-    slow.get(timeout=60, propagate=False)
-    assert slow.state == "FAILURE"
+    assert lost.get(timeout=60) == 4
+    # past its soft time limit a task fails (and is dead-lettered) ...
+    soft = app.send_task("tests.sleep", (10,), soft_time_limit=1, time_limit=8)
+    # ... one that outlives its soft limit is killed at the hard limit, with its child, by the main process
+    hard = app.send_task("tests.outlive_soft_limit", (10,), soft_time_limit=1, time_limit=2)
+    for result in (soft, hard):
+        result.get(timeout=60, propagate=False)
+    assert (soft.state, hard.state) == ("FAILURE", "FAILURE")
 
     def delta(s: Scrape, name: str, **labels: str) -> float:
         return s.total(name, **labels) - before.total(name, **labels)
 
     def settled(s: Scrape) -> bool:
-        return (
-            delta(s, "fleet_worker_child_restarts_total", reason="lost") == 1
-            and delta(s, "fleet_tasks_failed_total", **task) == 1
-        )
+        lost_children = delta(s, "fleet_worker_child_restarts_total", reason="lost")
+        return lost_children == 2 and delta(s, "fleet_tasks_failed_total", **sleeper) == 1
 
     after = wait_for_scrape(worker["port"], settled)
-    assert delta(after, "fleet_tasks_worker_lost_total", **task) == 1
-    assert delta(after, "fleet_tasks_started_total", **task) == 3  # the killed run's count survived its process
-    assert delta(after, "fleet_tasks_succeeded_total", **task) == 1
-    assert delta(after, "fleet_tasks_failed_total", exception="SoftTimeLimitExceeded", **task) == 1
-    assert delta(after, "fleet_task_time_limit_hits_total", limit="soft", **task) == 1
-    assert delta(after, "fleet_task_runtime_seconds_count", **task) == 2  # the killed run has no runtime
-    assert after.total("fleet_tasks_in_progress") == 0  # the dead child's gauge left with it
+    assert delta(after, "fleet_tasks_worker_lost_total", **sleeper) == 1
+    assert delta(after, "fleet_tasks_retried_total", **sleeper) == 1  # task_retry_on_worker_lost
+    assert delta(after, "fleet_tasks_started_total", **sleeper) == 3  # the killed run's count survived its process
+    assert delta(after, "fleet_tasks_succeeded_total", **sleeper) == 1
+    assert delta(after, "fleet_tasks_failed_total", exception="SoftTimeLimitExceeded", **sleeper) == 1
+    assert delta(after, "fleet_task_time_limit_hits_total", limit="soft", **sleeper) == 1
+    assert delta(after, "fleet_task_runtime_seconds_count", **sleeper) == 2  # the killed run has no runtime
+    assert delta(after, "fleet_tasks_started_total", **outliver) == 1
+    assert delta(after, "fleet_tasks_failed_total", **outliver) == 1  # Celery reports it twice: counted once
+    assert delta(after, "fleet_tasks_failed_total", exception="TimeLimitExceeded", **outliver) == 1
+    assert delta(after, "fleet_task_time_limit_hits_total", limit="soft", **outliver) == 1
+    assert delta(after, "fleet_task_time_limit_hits_total", limit="hard", **outliver) == 1
+    assert delta(after, "fleet_task_runtime_seconds_count", **outliver) == 1  # recorded by the main process
+    assert after.total("fleet_tasks_in_progress") == 0  # the dead children's gauges left with them
     for name, samples in before.samples.items():  # counters never go backwards
         if name.endswith(("_total", "_count", "_bucket", "_sum")):
             assert all(after.total(name, **labels) >= value for labels, value in samples), name

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,8 @@ class WorkerCollector:
     def collect(self) -> Iterator[GaugeMetricFamily]:
         pool, queues = self.identity.pool, self.identity.queues
         active = _snapshot(state.active_requests)
-        reserved = [r for r in _snapshot(state.reserved_requests) if r not in active]
+        running = set(active)
+        reserved = [r for r in _snapshot(state.reserved_requests) if r not in running]
 
         def per_queue(name: str, doc: str, requests: list[Any]) -> GaugeMetricFamily:
             family = GaugeMetricFamily(name, doc, labels=["pool", "queue"])
@@ -105,6 +106,7 @@ class WorkerExporter:
     def __init__(self, directory: Path, identity: WorkerIdentity, controller: Any, connect_broker: Any) -> None:
         self.directory = directory
         self.identity = identity
+        self.controller = controller
         self.worker = WorkerCollector(identity, controller)
         self.queues = QueueCollector(connect_broker)
         self.registry = CollectorRegistry(auto_describe=False)
@@ -128,20 +130,38 @@ class WorkerExporter:
             self.server.socket.close()
         worker.IN_PROGRESS.labels(self.identity.queues[0], worker.OTHER).inc(0)
 
-    def child_exiting(self, exitcode: int | None) -> None:
+    def child_exiting(self) -> None:
         """In a pool child about to exit: fold its counters into the archives."""
-        from billiard.pool import EX_RECYCLE
-
-        if exitcode == EX_RECYCLE:
-            worker.CHILD_RESTARTS.labels(self.identity.pool, "recycled").inc()
         archive.retire(self.directory, os.getpid())
 
-    def tick(self, shutting_down: bool) -> None:
-        """Main process, from the worker's event loop: heartbeat, and retire children that died."""
+    def tick(self, shutting_down: Callable[[], bool]) -> None:
+        """Main process, from the worker's event loop: heartbeat, retire killed children's files,
+        and keep watching the pool for exiting children."""
         self.worker.last_heartbeat = time.time()
-        lost = archive.sweep(self.directory, keep={os.getpid()})
-        if lost and not shutting_down:
-            worker.CHILD_RESTARTS.labels(self.identity.pool, "lost").inc(len(lost))
+        archive.sweep(self.directory, keep={os.getpid()})
+        self._watch_children(shutting_down)
+
+    def _watch_children(self, shutting_down: Callable[[], bool]) -> None:
+        """Count each pool child that exits while the worker runs, by why it exited.
+
+        billiard calls its pool's ``on_process_down`` for every child it reaps, in
+        this process; Celery sets that hook when the pool joins the event loop (again
+        after a broker reconnect), so it is wrapped again whenever it was replaced.
+        """
+        pool = getattr(getattr(self.controller, "pool", None), "_pool", None)  # prefork only
+        down = getattr(pool, "on_process_down", None)
+        if down is None or getattr(down, "fleet_counted", False):
+            return
+        from billiard.pool import EX_RECYCLE
+
+        def counted(process: Any) -> Any:
+            if not shutting_down():
+                reason = "recycled" if process.exitcode == EX_RECYCLE else "lost"
+                worker.CHILD_RESTARTS.labels(self.identity.pool, reason).inc()
+            return down(process)
+
+        counted.fleet_counted = True  # type: ignore[attr-defined]
+        pool.on_process_down = counted
 
     def close(self) -> None:
         if self.server is not None:

@@ -151,9 +151,9 @@ def on_child_init(**_: Any) -> None:
         _exporter.in_child()
 
 
-def on_child_exit(exitcode: int | None = None, **_: Any) -> None:
+def on_child_exit(**_: Any) -> None:
     if _exporter is not None:
-        _exporter.child_exiting(exitcode)
+        _exporter.child_exiting()
 
 
 class MetricsTimer(bootsteps.StartStopStep):
@@ -171,7 +171,7 @@ class MetricsTimer(bootsteps.StartStopStep):
 
     def _tick(self) -> None:
         try:
-            _exporter.tick(shutting_down=bool(state.should_stop or state.should_terminate))
+            _exporter.tick(shutting_down=lambda: bool(state.should_stop or state.should_terminate))
         except Exception:  # noqa: BLE001 - metrics upkeep must never stop the worker
             logger.exception("metrics: upkeep failed")
 

@@ -59,6 +59,8 @@ CHILD_RESTARTS = Counter(
     ("pool", "reason"),
 )
 
+COUNTED = "fleet_failure_counted"  # marks a request context whose failure is counted
+
 _labeler = Labeler(())
 _started: dict[str, float] = {}  # task id -> monotonic start, in the process running it
 
@@ -101,12 +103,13 @@ def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
         QUEUE_WAIT.labels(*labels).observe(max(0.0, time.time() - published_at))
 
 
-def on_postrun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+def on_postrun(task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:
     labels = _task_labels(task)
     started = _started.pop(task_id, None)
     if started is not None:
         IN_PROGRESS.labels(*labels).dec()
-        RUNTIME.labels(*labels).observe(time.monotonic() - started)
+        if state is not None:  # None: the run was cut short (a hard time limit, recorded by the main process)
+            RUNTIME.labels(*labels).observe(time.monotonic() - started)
 
 
 def on_success(sender: Any = None, **_: Any) -> None:
@@ -118,7 +121,12 @@ def on_retry(sender: Any = None, **_: Any) -> None:
 
 
 def on_failure(sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:
+    request = sender.request
+    if getattr(request, COUNTED, False):  # Celery reports a hard time limit twice when it dead-letters it
+        return
     FAILED.labels(*_task_labels(sender), _labeler.exception(exception)).inc()
+    if getattr(request, "id", None):  # never mark the task's shared default context
+        setattr(request, COUNTED, True)
 
 
 def on_rejected(message: Any = None, **_: Any) -> None:

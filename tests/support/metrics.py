@@ -45,6 +45,10 @@ class Scrape:
     def series(self, name: str) -> list[dict[str, str]]:
         return [labels for labels, _ in self.samples.get(name, [])]
 
+    def __repr__(self) -> str:  # failures print this; the samples would be thousands of lines
+        nonzero = {name: n for name, rows in self.samples.items() if (n := sum(v for _, v in rows))}
+        return f"Scrape(totals of non-zero samples: {nonzero})"
+
 
 def wait_for_scrape(port: int, done: Callable[[Scrape], bool], timeout: float = 120) -> Scrape:
     """Scrape until ``done`` holds; return that scrape."""
