@@ -24,7 +24,7 @@ from kombu.exceptions import KombuError
 
 from fleet.api.body import field_error, raw_body
 from fleet.api.errors import ApiError, unavailable
-from fleet.api.idempotency import fingerprint
+from fleet.api.idempotency import Record, fingerprint
 from fleet.api.publisher import BrokerUnavailable, send_kwargs
 from fleet.api.schemas import Accepted, BatchAccepted, PublishOptions, TaskRequest
 from fleet.api.state import ApiState, api_state
@@ -214,7 +214,7 @@ def idempotent(view: Callable[..., Response]) -> Callable[..., Response]:
     return wrapper
 
 
-def _replay(record: Any, print_: str) -> Response:
+def _replay(record: Record, print_: str) -> Response:
     if record.fingerprint != print_:
         raise ApiError(
             422,
