@@ -71,7 +71,7 @@ def check_task(state: ApiState, name: str, args: list[Any], kwargs: dict[str, An
 
 
 def publish_options(state: ApiState, options: PublishOptions, field_prefix: str = "") -> dict[str, Any]:
-    """The ``apply_async`` options of a request, with delays capped below the broker's consumer_timeout."""
+    """The ``apply_async`` options of a request, with delays capped at FLEET_API_MAX_DELAY (cancellable)."""
     cap = state.settings.api_max_delay
     if options.countdown is not None and options.countdown > cap:
         raise field_error(f"{field_prefix}countdown", f"must be at most {cap:g} seconds (FLEET_API_MAX_DELAY)")
