@@ -29,7 +29,7 @@ from tests.support.broker import Vhost
 
 TOKEN = "schema-token-" + uuid.uuid4().hex
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-MAX_EXAMPLES = 50  # per operation and generation mode: keeps the run near a minute
+MAX_EXAMPLES = 40  # per operation and generation mode: keeps the run near a minute
 
 
 @pytest.fixture(scope="module")
