@@ -122,9 +122,9 @@ class Settings:
     publish_timeout: float = _env("FLEET_PUBLISH_TIMEOUT", "3", _positive_float)
     api_threads: int = _env("FLEET_API_THREADS", "8", _positive_int)
     api_max_batch: int = _env("FLEET_API_MAX_BATCH", "1000", _positive_int)
-    # The longest countdown/eta the API accepts. Workers park far-future tasks in delay
-    # queues (fleet.parking), so RabbitMQ's consumer_timeout does not bound it.
-    api_max_delay: float = _env("FLEET_API_MAX_DELAY", "2592000", _positive_float)
+    # countdown/eta cap for API clients: workers remember a revoke for 3 hours (Celery's
+    # REVOKE_EXPIRES), so a task due later could no longer be cancelled reliably.
+    api_max_delay: float = _env("FLEET_API_MAX_DELAY", "10800", _positive_float)
     api_inspect_timeout: float = _env("FLEET_API_INSPECT_TIMEOUT", "1", _positive_float)
     api_metrics_dir: str = _env("FLEET_API_METRICS_DIR", "")
 
