@@ -7,15 +7,14 @@ and a consumer process acking every message. Messages are shaped like Celery's
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import time
-import uuid
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import amqp
 
+from bench.message import task_like
 from fleet.publish import _Confirms
 
 WINDOW = 1000  # confirms in flight before the publisher waits
@@ -35,27 +34,8 @@ def connect(url: str) -> amqp.Connection:
 
 
 def task_like_message(sent_at: float) -> amqp.Message:
-    """A persistent message with a Celery protocol-2 sized body and headers."""
-    task_id = str(uuid.uuid4())
-    headers: dict[str, Any] = {
-        "lang": "py",
-        "task": "bench.noop",
-        "id": task_id,
-        "shadow": None,
-        "eta": None,
-        "expires": None,
-        "group": None,
-        "group_index": None,
-        "retries": 0,
-        "timelimit": [None, None],
-        "root_id": task_id,
-        "parent_id": None,
-        "argsrepr": f"({sent_at},)",
-        "kwargsrepr": "{}",
-        "origin": "gen1@bench",
-        "ignore_result": True,
-    }
-    body = json.dumps([[sent_at], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
+    """A persistent message with Celery's headers and body for ``bench.noop(sent_at)``."""
+    body, headers, task_id = task_like(sent_at)
     return amqp.Message(
         body,
         delivery_mode=2,
