@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kombu import Connection
+
 from bench.probe import PROBE_ENV, Probe
 from tests.support.broker import Vhost
 from tests.support.processes import FleetProcess
@@ -106,6 +108,11 @@ class Bench:
         for process in self.running:
             process.stop()
         self.running.clear()
+
+
+def purge(url: str, queue: str) -> None:
+    with Connection(url) as connection:
+        connection.default_channel.queue_purge(queue)
 
 
 def median_of(runs: list[float]) -> float:

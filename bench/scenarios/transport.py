@@ -15,9 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kombu import Connection
-
-from bench.harness import ROOT, Bench, median_of, repeat, say
+from bench.harness import ROOT, Bench, median_of, purge, repeat, say
 from bench.scenarios.fleet import fleet_app, fleet_publisher
 
 QUEUE = "bench.transport"
@@ -36,25 +34,27 @@ def kombu_rate(python: Path | str, url: str, transport: str, mode: str, count: i
     return {"per_s": round(median_of(result["runs"]), 1), "runs": [round(r, 1) for r in result["runs"]], **result}
 
 
+def _librabbitmq_installed() -> bool:
+    if not LIBRABBITMQ_PYTHON.exists():
+        return False
+    done = subprocess.run([str(LIBRABBITMQ_PYTHON), "-c", "import librabbitmq"], capture_output=True, check=False)
+    return done.returncode == 0
+
+
 def batch_rate(bench: Bench, app: Any, batch: int) -> list[float]:
     publish = fleet_publisher(app, batch=batch)
     n = bench.sizes.tasks
     publish(min(n, 1000))  # warm-up
 
     def once(_: int) -> float:
-        _purge(app.fleet_settings.broker_url, "default")
+        purge(app.fleet_settings.broker_url, "default")
         start = time.perf_counter()
         publish(n)
         return n / (time.perf_counter() - start)
 
     runs = repeat(f"transport publish_many batch={batch}", bench.sizes.repeats, once, unit="publishes/s")
-    _purge(app.fleet_settings.broker_url, "default")
+    purge(app.fleet_settings.broker_url, "default")
     return runs
-
-
-def _purge(url: str, queue: str) -> None:
-    with Connection(url) as connection:
-        connection.default_channel.queue_purge(queue)
 
 
 def run(bench: Bench) -> dict[str, Any]:
@@ -78,7 +78,7 @@ def run(bench: Bench) -> dict[str, Any]:
         result["publish_many_runs"] = [round(r, 1) for r in batch_1000]
         result["publish_many_100_per_s"] = round(median_of(batch_100), 1)
         result["publish_many_100_runs"] = [round(r, 1) for r in batch_100]
-        if LIBRABBITMQ_PYTHON.exists():
+        if _librabbitmq_installed():
             c = kombu_rate(
                 LIBRABBITMQ_PYTHON, vhost.url, "librabbitmq", "unconfirmed", sizes.raw_publishes, sizes.repeats
             )
@@ -88,7 +88,7 @@ def run(bench: Bench) -> dict[str, Any]:
             result["librabbitmq_vs_publish_many"] = round(c["per_s"] / result["publish_many_per_s"], 2)
         else:
             result["librabbitmq_unconfirmed_per_s"] = None
-            result["librabbitmq_reason"] = "not measured: bench/.venv-librabbitmq missing (make bench creates it)"
+            result["librabbitmq_reason"] = "not measured: librabbitmq-fork is not in bench/.venv-librabbitmq"
     result["librabbitmq_vs_pyamqp_unconfirmed"] = (
         round(result["librabbitmq_unconfirmed_per_s"] / result["pyamqp_unconfirmed_per_s"], 2)
         if result["librabbitmq_unconfirmed_per_s"]
