@@ -52,7 +52,9 @@ def end_to_end(bench: Bench, name: str, probe: Probe, publish: Publish) -> list[
     return repeat(f"{name} end to end", bench.sizes.repeats, once)
 
 
-def drain(bench: Bench, name: str, probe: Probe, publish: Publish, app: Celery, queue: str) -> list[float]:
+def drain(
+    bench: Bench, name: str, probe: Probe, publish: Publish, app: Celery, queue: str, workers: int = 1
+) -> list[float]:
     """Repeated: with the worker's consumer cancelled, preload ``tasks`` no-ops, then let it consume.
 
     The rate runs from the first task run to the last, so the control round trip is not counted.
@@ -60,10 +62,10 @@ def drain(bench: Bench, name: str, probe: Probe, publish: Publish, app: Celery, 
     n = bench.sizes.tasks
 
     def once(_: int) -> float:
-        _control(app, "cancel_consumer", queue)
+        _control(app, "cancel_consumer", queue, workers)
         probe.reset()
         publish(n)
-        _control(app, "add_consumer", queue)
+        _control(app, "add_consumer", queue, workers)
         probe.wait(n, timeout=bench.sizes.timeout, alive=bench.alive)
         times = sorted(run.ran_at for run in probe.runs())
         return (n - 1) / (times[-1] - times[0])
@@ -71,7 +73,7 @@ def drain(bench: Bench, name: str, probe: Probe, publish: Publish, app: Celery, 
     return repeat(f"{name} drain", bench.sizes.repeats, once)
 
 
-def _control(app: Celery, command: str, queue: str) -> None:
-    replies: Any = getattr(app.control, command)(queue, reply=True, timeout=10, limit=1)
-    if not replies:
-        raise RuntimeError(f"no worker answered {command} {queue}")
+def _control(app: Celery, command: str, queue: str, workers: int) -> None:
+    replies: Any = getattr(app.control, command)(queue, reply=True, timeout=10, limit=workers)
+    if len(replies or []) < workers:
+        raise RuntimeError(f"{len(replies or [])} of {workers} workers answered {command} {queue}")

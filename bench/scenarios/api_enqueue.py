@@ -33,7 +33,7 @@ BATCH = 100
 def available() -> str | None:
     """Why the scenario cannot run yet, or None."""
     if importlib.util.find_spec("fleet.api") is None:
-        return "pending: fleet's API (POST /api/tasks, /api/tasks/batch) is not in this tree yet"
+        return "fleet's API (POST /api/tasks, /api/tasks/batch) is not in this tree yet"
     return None
 
 

@@ -18,6 +18,7 @@ from bench.workload import drain, end_to_end, warm_up
 from fleet.celery_app import FleetCelery, create_celery
 from fleet.publish import publish_many
 from fleet.settings import load_settings
+from fleet.worker import resolve_pool
 from queues import declare_topology
 
 BATCH = 1000  # messages per publish_many call, as the batch API would send them
@@ -44,19 +45,22 @@ def fleet_app(env: Mapping[str, str]) -> FleetCelery:
 
 
 def measure(bench: Bench, name: str, extra_env: Mapping[str, str] | None = None, with_drain: bool = True) -> dict:
-    """End to end (and drain) of one `fleet worker default` with ``extra_env``."""
+    """End to end (and drain) of the `default` pool's workers (one per replica) with ``extra_env``."""
     with bench.vhost() as vhost:
         probe = bench.probe(name)
         env = bench.env(vhost, probe, **(extra_env or {}))
         app = fleet_app(env)
-        worker = bench.start(name, ["fleet", "worker", "default"], env)
+        spec = resolve_pool("default", app.fleet_settings)
+        for index in range(spec.replicas):  # as supervisor runs the pool: one process per replica
+            argv = ["fleet", "worker", "default"] + (["--index", str(index)] if spec.replicas > 1 else [])
+            bench.start(f"{name}-{index}", argv, env)
         publish = fleet_publisher(app)
         try:
             warm_up(bench, probe, publish)
             runs = end_to_end(bench, name, probe, publish)
-            drains = drain(bench, name, probe, publish, app, "default") if with_drain else []
+            drains = drain(bench, name, probe, publish, app, "default", workers=spec.replicas) if with_drain else []
         finally:
-            worker.stop()
+            bench.stop_all()
             app.close()
     result = summary(runs)
     if drains:

@@ -16,11 +16,11 @@ from bench.scenarios.fleet import measure
 def toggle() -> tuple[dict[str, str], dict[str, str]] | str:
     """(env with metrics on, env with metrics off), or why the scenario cannot run yet."""
     if importlib.util.find_spec("fleet.metrics") is None:
-        return "pending: worker metrics (fleet.metrics) are not in this tree yet"
+        return "worker metrics (fleet.metrics) are not in this tree yet"
     from fleet.settings import Settings
 
     if "metrics_enabled" not in Settings.__dataclass_fields__:
-        return "pending: fleet has worker metrics but no setting to switch them off (FLEET_METRICS_ENABLED)"
+        return "fleet has worker metrics but no setting to switch them off (FLEET_METRICS_ENABLED)"
     return {"FLEET_METRICS_ENABLED": "1"}, {"FLEET_METRICS_ENABLED": "0"}
 
 
