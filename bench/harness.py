@@ -44,11 +44,11 @@ class Sizes:
 
 
 QUICK = Sizes(
-    tasks=3000, warmup=300, repeats=3, flood=10_000, probes=200, raw_publishes=10_000, confirmed_publishes=600,
-    api_seconds=5,
+    tasks=2000, warmup=300, repeats=3, flood=10_000, probes=200, raw_publishes=10_000, confirmed_publishes=600,
+    api_seconds=4,
 )  # fmt: skip
 FULL = Sizes(
-    tasks=15_000, warmup=1000, repeats=5, flood=10_000, probes=1000, raw_publishes=40_000, confirmed_publishes=2000,
+    tasks=10_000, warmup=1000, repeats=5, flood=10_000, probes=1000, raw_publishes=40_000, confirmed_publishes=2000,
     api_seconds=15,
 )  # fmt: skip
 

@@ -15,8 +15,8 @@ from bench.scenarios.fleet import measure
 
 def toggle() -> tuple[dict[str, str], dict[str, str]] | str:
     """(env with metrics on, env with metrics off), or why the scenario cannot run yet."""
-    if importlib.util.find_spec("fleet.metrics") is None:
-        return "worker metrics (fleet.metrics) are not in this tree yet"
+    if importlib.util.find_spec("fleet.metrics") is None or importlib.util.find_spec("fleet.metrics.setup") is None:
+        return "worker metrics (branch metrics, fleet.metrics.setup) are not in this tree yet"
     from fleet.settings import Settings
 
     if "metrics_enabled" not in Settings.__dataclass_fields__:
