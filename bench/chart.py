@@ -20,7 +20,7 @@ def draw(document: dict[str, Any], path: Path) -> None:
         value = _get(results.get(scenario) or {}, key)
         if value is None:
             continue
-        (latencies if unit.strip() == "ms" else rates).append((f"{label}", value))
+        (latencies if unit.strip() == "ms" else rates).append((label.replace(" / p99", ""), value))
     if "api_enqueue" in results:
         p99 = _get(results["api_enqueue"], "p99_ms")
         if p99 is not None:
