@@ -34,6 +34,24 @@ beat: install broker
 api: install broker
 	$(BIN)/fleet api
 
+BENCH_STAMP := $(VENV)/.bench-installed
+LIBRABBITMQ_VENV := bench/.venv-librabbitmq
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
+	touch $@
+
+# librabbitmq lives in its own venv: installed beside fleet it would be a loaded gun (docs/TRANSPORT.md).
+$(LIBRABBITMQ_VENV)/.installed: pyproject.toml
+	test -x $(LIBRABBITMQ_VENV)/bin/python || $(PYTHON) -m venv $(LIBRABBITMQ_VENV)
+	$(LIBRABBITMQ_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[bench-librabbitmq]' \
+		|| echo "librabbitmq-fork did not install; the transport scenario will say so"
+	touch $@
+
+bench: $(BENCH_STAMP) $(LIBRABBITMQ_VENV)/.installed broker  ## benchmarks, never part of make test: make bench [QUICK=1]
+	timeout 3600 $(BIN)/python -m bench $(if $(QUICK),--quick) $(BENCH_ARGS)
+
 clean:
 	rm -rf var .pytest_cache
 
