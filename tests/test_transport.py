@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,16 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def test_an_importable_librabbitmq_does_not_take_over_fleet_connections(vhost: Vhost, tmp_path: Path) -> None:
+@pytest.fixture
+def own_vhost() -> Iterator[Vhost]:
+    """A vhost no session worker consumes from, so the published messages stay put."""
+    vhost = Vhost().create()
+    yield vhost
+    vhost.delete()
+
+
+def test_an_importable_librabbitmq_does_not_take_over_fleet_connections(own_vhost: Vhost, tmp_path: Path) -> None:
+    vhost = own_vhost
     (tmp_path / "librabbitmq.py").write_text(STAND_IN)
     root = Path(__file__).resolve().parent.parent
     env = _clean_env(
