@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -117,3 +118,33 @@ def health(probe: str | None, node: str | None, max_age: float | None) -> None:
     if problems:
         sys.exit(1)
     click.echo(f"{probe}: ok")
+
+
+@main.command()
+@click.argument("target", type=click.Choice(["supervisor", "k8s"]))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder to write (default: deploy/<target> under the current directory).",
+)
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if the folder differs from a fresh render.")
+@click.option("--banner", is_flag=True, help="Then print the API URL, metrics ports and a curl example.")
+def render(target: str, out: Path | None, check: bool, banner: bool) -> None:
+    """Render the supervisor config or the Kubernetes manifests from the pool specs."""
+    from fleet import render as renderer
+
+    out = out or Path("deploy") / target
+    rendered = renderer.RENDERERS[target]()
+    if check:
+        problems = renderer.drift(rendered, out)
+        for problem in problems:
+            click.echo(problem, err=True)
+        if problems:
+            raise click.ClickException(f"{out} is stale: run `fleet render {target}` and commit the result")
+        click.echo(f"{out}: up to date")
+    else:
+        for path in renderer.write(rendered, out):
+            click.echo(f"rendered {path}")
+    if banner:
+        click.echo(renderer.banner(_settings()))
