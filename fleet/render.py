@@ -76,6 +76,7 @@ VALUES: dict[str, Any] = {
 #: The environment variable naming a worker's Prometheus multiprocess directory.
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SUPERVISOR_FILE = "fleet.conf"
+SUPERVISOR_PATH = f"deploy/supervisor/{SUPERVISOR_FILE}"
 _GENERATED = "Rendered by `fleet render {target}` from fleet/pools.py and fleet/render.py; do not edit."
 
 
@@ -127,6 +128,7 @@ def _program(command: str, stopwaitsecs: int, numprocs: int = 1, environment: st
 def render_supervisor() -> dict[str, str]:
     """``deploy/supervisor/fleet.conf``: the API, one program per pool, exactly one beat."""
     sup = VALUES["supervisor"]
+    metrics_dir = f'{METRICS_DIR_ENV}="%(ENV_FLEET_VAR_DIR)s/metrics/%(program_name)s-%(process_num)d"'
     sections = [
         "; " + _GENERATED.format(target="supervisor"),
         "; Needs FLEET_HOME (the checkout or /opt/fleet, holding .venv) and FLEET_VAR_DIR (state, logs,\n"
@@ -148,14 +150,17 @@ def render_supervisor() -> dict[str, str]:
         ),
         _section("supervisorctl", [("serverurl", "unix://%(ENV_FLEET_VAR_DIR)s/supervisor.sock")]),
         _section("group:fleet", [("programs", ",".join(["api", "beat", *POOLS]))]),
-        _section("program:api", _program("api", sup["api_stopwaitsecs"]), ["gunicorn on FLEET_API_BIND"]),
+        _section(
+            "program:api",
+            _program("api", sup["api_stopwaitsecs"], environment=metrics_dir),
+            ["gunicorn on FLEET_API_BIND"],
+        ),
         _section(
             "program:beat",
             _program("beat", sup["beat_stopwaitsecs"]),
             ["exactly one beat per fleet, or periodic tasks run twice"],
         ),
     ]
-    metrics_dir = f'{METRICS_DIR_ENV}="%(ENV_FLEET_VAR_DIR)s/metrics/%(program_name)s-%(process_num)d"'
     for spec in POOLS.values():
         first = metrics_port(0, spec.name, 0)
         ports = f"FLEET_METRICS_PORT + {first}" + (f"..{first + spec.replicas - 1}" if spec.replicas > 1 else "")
@@ -179,7 +184,7 @@ def banner(settings: Settings) -> str:
         f"  curl -s -X POST {api}/api/tasks -H 'Content-Type: application/json' \\",
         """       -d '{"task": "tasks.process_data", "args": [42]}'""",
         f"logs: {settings.var_dir / 'log'}/",
-        f"control: .venv/bin/supervisorctl -c deploy/supervisor/{SUPERVISOR_FILE} status",
+        f"control: FLEET_VAR_DIR={settings.var_dir} .venv/bin/supervisorctl -c {SUPERVISOR_PATH} status",
         "Ctrl-C stops the fleet warmly (running tasks finish first).",
     ]
     return "\n".join(lines)
@@ -232,6 +237,13 @@ def _selector(meta: Mapping[str, Any]) -> dict[str, str]:
     return {k: v for k, v in meta["labels"].items() if k != "app.kubernetes.io/part-of"}
 
 
+_VOLUMES = {  # name -> (mount path, emptyDir); the root filesystem is read-only
+    "tmp": ("/tmp", {"sizeLimit": "256Mi"}),
+    "var": ("/var/lib/fleet", {"sizeLimit": "1Gi"}),
+    "metrics": ("/var/lib/fleet-metrics", {"medium": "Memory", "sizeLimit": "64Mi"}),
+}
+
+
 def config_data() -> dict[str, str]:
     """The settings every pod gets from the fleet-config ConfigMap."""
     k8s = VALUES["k8s"]
@@ -265,13 +277,6 @@ def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
         "timeoutSeconds": 3,
         "failureThreshold": failures,
     }
-
-
-_VOLUMES = {  # name -> (mount path, emptyDir); the root filesystem is read-only
-    "tmp": ("/tmp", {"sizeLimit": "256Mi"}),
-    "var": ("/var/lib/fleet", {"sizeLimit": "1Gi"}),
-    "metrics": ("/var/lib/fleet-metrics", {"medium": "Memory", "sizeLimit": "64Mi"}),
-}
 
 
 def _pod(meta: Mapping[str, Any], container: dict[str, Any], grace: int, spread: bool = True) -> dict[str, Any]:
