@@ -12,6 +12,12 @@ from kombu import Connection, Exchange, Queue
 
 TASK_EXCHANGE = Exchange("fleet", type="direct", durable=True, delivery_mode="persistent")
 DEAD_LETTER_EXCHANGE = Exchange("fleet.dlx", type="direct", durable=True, delivery_mode="persistent")
+#: Far-future ETA tasks wait here instead of unacked in a worker (see fleet.parking).
+DELAY_EXCHANGE = Exchange("fleet.delay", type="headers", durable=True, delivery_mode="persistent")
+DELAY_HEADER = "fleet-delay"
+#: Delay queue TTLs in seconds, 4x apart: a message parks in the longest one not
+#: longer than its remaining wait, and expires back into its work queue.
+DELAY_SECONDS: tuple[int, ...] = (4, 16, 64, 256, 1024, 4096, 16384, 65536)
 
 #: queue name -> x-max-priority (None: no priorities). Order is the display order.
 WORK_QUEUES: dict[str, int | None] = {
@@ -69,6 +75,18 @@ def dead_letter_queue(name: str, queue_type: str = "classic") -> Queue:
     )
 
 
+def delay_queue(seconds: int) -> Queue:
+    """Holds messages for ``seconds``, then dead-letters them back through ``fleet``
+    under their own routing key, i.e. into the work queue they came from."""
+    return Queue(
+        f"fleet.delay.{seconds}s",
+        DELAY_EXCHANGE,
+        durable=True,
+        binding_arguments={"x-match": "all", DELAY_HEADER: seconds},
+        queue_arguments={"x-message-ttl": seconds * 1000, "x-dead-letter-exchange": TASK_EXCHANGE.name},
+    )
+
+
 def work_queues(queue_type: str = "classic", delivery_limit: int = 5) -> tuple[Queue, ...]:
     return tuple(work_queue(name, queue_type, delivery_limit) for name in WORK_QUEUES)
 
@@ -84,5 +102,6 @@ def declare_topology(connection: Connection, queue_type: str = "classic", delive
     PRECONDITION_FAILED; that is deliberate, a silent mismatch would be worse.
     """
     channel = connection.default_channel
-    for queue in (*work_queues(queue_type, delivery_limit), *dead_letter_queues(queue_type)):
+    delay_queues = tuple(delay_queue(seconds) for seconds in DELAY_SECONDS)
+    for queue in (*work_queues(queue_type, delivery_limit), *dead_letter_queues(queue_type), *delay_queues):
         queue.bind(channel).declare()

@@ -27,6 +27,13 @@ class FlaskTask(Task):
     """Runs every task inside the Flask application context (the Celery+Flask pattern),
     so tasks can use the same Flask extensions and config as the front end."""
 
+    #: parks far-future ETA messages in RabbitMQ instead of holding them (fleet.parking)
+    Strategy = "fleet.parking:strategy"
+    #: dead-letters tasks killed by their hard time limit (fleet.consumer)
+    Request = "fleet.consumer:FleetRequest"
+    #: countdown of the retry published when a task's process died (task_retry_on_worker_lost)
+    default_retry_delay = 1
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with self.app.flask_app.app_context():
             return super().__call__(*args, **kwargs)
@@ -79,6 +86,9 @@ def celery_config(settings: Settings, registered: Callable[[], Container[str]]) 
         # redelivered; a failure or timeout is rejected, i.e. dead-lettered to <queue>.dlq.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # A task whose process died is retried (counted against max_retries), so a poison
+        # task that kills its process ends in <queue>.dlq after a bounded number of runs.
+        "task_retry_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": False,
         "task_track_started": True,
         "worker_prefetch_multiplier": 1,

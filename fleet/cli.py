@@ -10,6 +10,7 @@ import click
 
 from fleet.pools import POOLS, PoolError
 from fleet.settings import SettingsError, load_settings
+from queues import WORK_QUEUES
 
 
 def _settings():  # noqa: ANN202 - click plumbing
@@ -35,15 +36,15 @@ def main() -> None:
 @click.option("--concurrency", "-c", default=None, help="Override the pool's concurrency.")
 @click.option("--prefetch-multiplier", default=None, help="Override the pool's prefetch multiplier.")
 @click.option("--max-tasks-per-child", default=None, help="Override child recycling by task count (0: never).")
-@click.option("--pool-kind", "pool", default=None, help="Override the pool kind (prefork or threads).")
-def worker(pool: str, index: int | None, **flags: str | None) -> None:
+@click.option("--pool-kind", default=None, help="Override the pool kind (prefork or threads).")
+def worker(pool: str, index: int | None, pool_kind: str | None, **flags: str | None) -> None:
     """Start the worker for POOL with its tuned spec (fleet.pools)."""
     from fleet.celery_app import create_celery
     from fleet.worker import node_name, resolve_pool, run_worker
 
     settings = _settings()
     try:
-        spec = resolve_pool(pool, settings, flags)
+        spec = resolve_pool(pool, settings, {**flags, "pool": pool_kind})
     except PoolError as exc:
         raise click.ClickException(str(exc)) from None
     run_worker(create_celery(settings), spec, node_name(spec, index))
@@ -148,3 +149,71 @@ def render(target: str, out: Path | None, check: bool, banner: bool) -> None:
             click.echo(f"rendered {path}")
     if banner:
         click.echo(renderer.banner(_settings()))
+
+
+@main.group()
+def dlq() -> None:
+    """Inspect, replay and purge dead-lettered tasks (<queue>.dlq)."""
+
+
+def _broker():  # noqa: ANN202 - click plumbing
+    from kombu import Connection
+
+    return Connection(_settings().broker_url, transport_options={"confirm_publish": True})
+
+
+_QUEUE = click.argument("queue", type=click.Choice(list(WORK_QUEUES)))
+
+
+@dlq.command("list")
+@click.argument("queue", required=False, type=click.Choice(list(WORK_QUEUES)))
+@click.option("--limit", default=20, show_default=True, help="Messages to show per queue.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def dlq_list(queue: str | None, limit: int, as_json: bool) -> None:
+    """Show dead letters per queue with their task, id and reason."""
+    from fleet import dlq as dead_letters
+
+    with _broker() as connection:
+        counts = dead_letters.depths(connection)
+        letters = [
+            letter
+            for name in ([queue] if queue else WORK_QUEUES)
+            for letter in dead_letters.peek(connection, name, limit)
+        ]
+    if as_json:
+        click.echo(dead_letters.to_json(letters))
+        return
+    for name, count in counts.items():
+        if queue in (None, name):
+            click.echo(f"{name}.dlq: {count} dead letters")
+    for letter in letters:
+        click.echo(
+            f"  {letter.queue}  {letter.task}  {letter.task_id}  {letter.reason} x{letter.deaths}  {letter.args}"
+        )
+
+
+@dlq.command("replay")
+@_QUEUE
+@click.option("--id", "task_id", default=None, help="Replay only this task id.")
+@click.option("--limit", type=int, default=None, help="Replay at most this many.")
+def dlq_replay(queue: str, task_id: str | None, limit: int | None) -> None:
+    """Move dead letters back to the queue they came from."""
+    from fleet import dlq as dead_letters
+
+    with _broker() as connection:
+        moved = dead_letters.replay(connection, queue, task_id=task_id, limit=limit)
+    click.echo(f"replayed {moved} message(s) from {queue}.dlq")
+
+
+@dlq.command("purge")
+@_QUEUE
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def dlq_purge(queue: str, yes: bool) -> None:
+    """Delete every dead letter of QUEUE (asks first)."""
+    from fleet import dlq as dead_letters
+
+    if not yes:
+        click.confirm(f"Delete every message in {queue}.dlq? This cannot be undone", abort=True)
+    with _broker() as connection:
+        purged = dead_letters.purge(connection, queue)
+    click.echo(f"purged {purged} message(s) from {queue}.dlq")

@@ -14,8 +14,9 @@ import pytest
 
 from fleet.celery_app import FleetCelery, create_celery
 from fleet.pools import POOLS
-from fleet.settings import Settings, load_settings
+from fleet.settings import ROOT, Settings, load_settings
 from tests.support.broker import Vhost
+from tests.support.ledger import Ledger
 from tests.support.peers import HTTPPeer, SMTPPeer
 from tests.support.processes import FleetProcess, start_worker
 
@@ -59,8 +60,18 @@ def fleet_env(vhost: Vhost, smtp: SMTPPeer, http_peer: HTTPPeer, var_dir: Path) 
         FLEET_SYNC_SOURCE_URL=http_peer.url("/sync"),
         FLEET_RETRY_BACKOFF_BASE="0.5",
         FLEET_DIGEST_RECIPIENTS="digest-a@example.test,digest-b@example.test",
+        # Fault tests use their own tasks, added the way a team adds its module.
+        FLEET_TASK_MODULES="tests.support.chaos_tasks",
+        PYTHONPATH=str(ROOT),
     )
     return env
+
+
+@pytest.fixture
+def ledger() -> Iterator[Ledger]:
+    ledger = Ledger()
+    yield ledger
+    ledger.drop()
 
 
 @pytest.fixture(scope="session")
@@ -91,3 +102,24 @@ def fleet_workers(
     finally:
         for worker in workers.values():
             worker.stop()
+
+
+@pytest.fixture
+def private_env(fleet_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
+    """``fleet_env`` on a vhost and var directory of this test's own (no session workers there)."""
+    vhost = Vhost().create()
+    try:
+        yield {**fleet_env, "CELERY_BROKER_URL": vhost.url, "FLEET_VAR_DIR": str(tmp_path / "var")}
+    finally:
+        vhost.delete()
+
+
+@pytest.fixture
+def private_app(private_env: dict[str, str], celery_app: FleetCelery) -> Iterator[FleetCelery]:
+    """A Celery app on ``private_env``; the run's app is current again afterwards."""
+    app = create_celery(load_settings(private_env))
+    try:
+        yield app
+    finally:
+        celery_app.set_current()
+        celery_app.set_default()

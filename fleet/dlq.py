@@ -1,0 +1,103 @@
+"""Dead-letter queues: what died, why, and putting it back to work."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kombu import Connection, Producer
+
+from fleet.republish import republish
+from queues import TASK_EXCHANGE, WORK_QUEUES, dlq_name
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    queue: str
+    task: str
+    task_id: str
+    reason: str
+    deaths: int
+    died_at: str
+    args: str
+
+    def as_row(self) -> dict[str, Any]:
+        return self.__dict__
+
+
+def _describe(queue: str, message: Any) -> DeadLetter:
+    headers = message.headers or {}
+    death = (headers.get("x-death") or [{}])[0]
+    return DeadLetter(
+        queue=queue,
+        task=str(headers.get("task", "?")),
+        task_id=str(headers.get("id", "?")),
+        reason=str(death.get("reason", "?")),
+        deaths=int(death.get("count", 1)),
+        died_at=str(death.get("time", "?")),
+        args=str(headers.get("argsrepr", ""))[:80],
+    )
+
+
+def _origin(queue: str, message: Any) -> str:
+    """The work queue a dead letter came from (its x-death record, else the DLQ's owner)."""
+    death = ((message.headers or {}).get("x-death") or [{}])[0]
+    origin = death.get("queue", queue)
+    return origin if origin in WORK_QUEUES else queue
+
+
+def depths(connection: Connection) -> dict[str, int]:
+    """Dead letters waiting per work queue."""
+    channel = connection.default_channel
+    return {queue: channel.queue_declare(dlq_name(queue), passive=True).message_count for queue in WORK_QUEUES}
+
+
+def peek(connection: Connection, queue: str, limit: int = 20) -> list[DeadLetter]:
+    """Describe up to ``limit`` dead letters of ``queue`` without removing them."""
+    channel = connection.channel()
+    try:
+        found = []
+        while len(found) < limit:
+            message = channel.basic_get(dlq_name(queue), no_ack=False)
+            if message is None:
+                break
+            found.append(_describe(queue, message))
+        return found
+    finally:
+        channel.close()  # unacked messages go back to the queue
+
+
+def replay(connection: Connection, queue: str, task_id: str | None = None, limit: int | None = None) -> int:
+    """Move dead letters of ``queue`` back to their work queue; return how many moved.
+
+    Each message is republished with a confirm before it is acked, so a crash
+    mid-way duplicates at worst, never loses.
+    """
+    channel = connection.channel()
+    producer = Producer(connection.channel())
+    moved = skipped = 0
+    try:
+        while limit is None or moved < limit:
+            message = channel.basic_get(dlq_name(queue), no_ack=False)
+            if message is None:
+                break
+            if task_id and (message.headers or {}).get("id") != task_id:
+                skipped += 1
+                continue  # stays unacked, returns to the queue when the channel closes
+            republish(producer, message, TASK_EXCHANGE, _origin(queue, message))
+            channel.basic_ack(message.delivery_tag)
+            moved += 1
+    finally:
+        channel.close()
+        producer.channel.close()
+    return moved
+
+
+def purge(connection: Connection, queue: str) -> int:
+    """Delete every dead letter of ``queue``; return how many were deleted."""
+    return connection.default_channel.queue_purge(dlq_name(queue)) or 0
+
+
+def to_json(letters: list[DeadLetter]) -> str:
+    return json.dumps([letter.as_row() for letter in letters], indent=2)

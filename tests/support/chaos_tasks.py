@@ -1,0 +1,42 @@
+"""Tasks for fault tests, loaded through FLEET_TASK_MODULES (the documented extension point)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import redis
+from celery import Task, shared_task
+
+from tests.support.ledger import REDIS_URL, Ledger
+
+
+@shared_task(bind=True, name="tests.record")
+def record(self: Task, ledger: str, seconds: float = 0.0) -> str:
+    """Work for ``seconds``, then record completion in the ledger."""
+    time.sleep(seconds)
+    Ledger(ledger).record(self.request.id)
+    return self.request.id
+
+
+@shared_task(bind=True, name="tests.die_once")
+def die_once(self: Task, ledger: str) -> str:
+    """Kill its own process on the first run (as an OOM kill would), complete on the next."""
+    if redis.Redis.from_url(REDIS_URL).set(f"{ledger}:died:{self.request.id}", 1, nx=True, ex=600):
+        os.kill(os.getpid(), signal.SIGKILL)
+    Ledger(ledger).record(self.request.id)
+    return self.request.id
+
+
+@shared_task(bind=True, name="tests.poison", max_retries=2)
+def poison(self: Task, ledger: str) -> None:
+    """Kill its own process every time; counts its runs."""
+    redis.Redis.from_url(REDIS_URL).incr(f"{ledger}:poison-runs")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@shared_task(name="tests.sleep")
+def sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds

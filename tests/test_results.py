@@ -1,0 +1,55 @@
+"""Results are readable with the SQLite default, with Redis and with PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from fleet.celery_app import create_celery
+from fleet.settings import load_settings
+from tests.support.processes import start_worker
+
+CELERY = str(Path(sys.executable).with_name("celery"))
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    name = f"fleet_test_{uuid.uuid4().hex[:8]}"
+    psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c"]
+    subprocess.run([*psql, f"CREATE DATABASE {name}"], check=True, capture_output=True)
+    yield f"db+postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    subprocess.run([*psql, f"DROP DATABASE {name} WITH (FORCE)"], check=True, capture_output=True)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    yield "redis://127.0.0.1:6379/15"
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
+    for key in client.scan_iter("celery-task-meta-*"):
+        client.delete(key)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis", "postgres"])
+def test_results_are_readable(backend: str, private_env: dict[str, str], log_dir: Path, celery_app, request) -> None:
+    env = dict(private_env)
+    if backend != "sqlite":
+        env["CELERY_RESULT_BACKEND"] = request.getfixturevalue(f"{backend}_url")
+    worker = start_worker("default", env, log_dir)
+    try:
+        app = create_celery(load_settings(env))
+        result = app.send_task("tasks.fetch_data", (9, 2))
+        assert result.get(timeout=30)["source_id"] == 9
+    finally:
+        worker.stop()
+        celery_app.set_current()
+        celery_app.set_default()
+    # Another process reads it back with Celery's own command.
+    shown = subprocess.run([CELERY, "-A", "fleet", "result", result.id], env=env, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert "'source_id': 9" in shown.stdout

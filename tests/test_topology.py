@@ -1,0 +1,52 @@
+"""The declared topology on a real RabbitMQ: durable queues, dead-lettering, priorities, quorum mode."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kombu import Connection
+
+from queues import WORK_QUEUES, declare_topology, dlq_name
+from tests.support.broker import Vhost, rabbitmqctl
+
+
+def _queues(vhost: Vhost) -> dict[str, dict]:
+    rows = json.loads(
+        rabbitmqctl("list_queues", "-p", vhost.name, "name", "durable", "arguments", "type", "--formatter", "json")
+    )
+    for row in rows:  # arguments come as [name, type, value] triples
+        row["arguments"] = {name: value for name, _, value in row["arguments"]}
+    return {row["name"]: row for row in rows}
+
+
+@pytest.fixture
+def scratch_vhost():
+    vhost = Vhost().create()
+    yield vhost
+    vhost.delete()
+
+
+def test_classic_topology_is_declared_idempotently(scratch_vhost: Vhost) -> None:
+    with Connection(scratch_vhost.url) as connection:
+        declare_topology(connection)
+        declare_topology(connection)  # a second start changes nothing and does not fail
+    queues = _queues(scratch_vhost)
+    for name in WORK_QUEUES:
+        arguments = queues[name]["arguments"]
+        assert queues[name]["durable"] is True
+        assert arguments["x-dead-letter-exchange"] == "fleet.dlx"
+        assert arguments["x-dead-letter-routing-key"] == dlq_name(name)
+        assert queues[dlq_name(name)]["durable"] is True
+    assert queues["high_priority"]["arguments"]["x-max-priority"] == 10
+    assert "x-max-priority" not in queues["email"]["arguments"]
+
+
+def test_quorum_mode_declares_quorum_queues_with_a_delivery_limit(scratch_vhost: Vhost) -> None:
+    with Connection(scratch_vhost.url) as connection:
+        declare_topology(connection, queue_type="quorum", delivery_limit=3)
+    queues = _queues(scratch_vhost)
+    for name in WORK_QUEUES:
+        assert queues[name]["type"] == "quorum"
+        assert queues[name]["arguments"]["x-delivery-limit"] == 3
+        assert queues[dlq_name(name)]["type"] == "quorum"
