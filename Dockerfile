@@ -13,12 +13,11 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    FLEET_VAR_DIR=/var/lib/fleet \
-    PROMETHEUS_MULTIPROC_DIR=/var/lib/fleet-metrics
+    FLEET_VAR_DIR=/var/lib/fleet
 RUN groupadd --system --gid 10001 fleet \
     && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/fleet --no-create-home \
        --shell /usr/sbin/nologin fleet \
-    && install -d -o 10001 -g 10001 /var/lib/fleet /var/lib/fleet-metrics
+    && install -d -o 10001 -g 10001 /var/lib/fleet
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index /wheels/*.whl && rm -rf /wheels
 # Numeric, so Kubernetes' runAsNonRoot can verify it.

@@ -73,8 +73,6 @@ VALUES: dict[str, Any] = {
     },
 }
 
-#: The environment variable naming a worker's Prometheus multiprocess directory.
-METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SUPERVISOR_FILE = "fleet.conf"
 SUPERVISOR_PATH = f"deploy/supervisor/{SUPERVISOR_FILE}"
 _GENERATED = "Rendered by `fleet render {target}` from fleet/pools.py and fleet/render.py; do not edit."
@@ -94,19 +92,15 @@ def _section(name: str, options: Iterable[tuple[str, object]], comments: Iterabl
     return "\n".join(lines)
 
 
-def _program(command: str, stopwaitsecs: int, numprocs: int = 1, environment: str = "") -> list[tuple[str, object]]:
+def _program(command: str, stopwaitsecs: int, numprocs: int = 1) -> list[tuple[str, object]]:
     """The options every fleet program shares: TERM to the parent only, KILL to the group late."""
     sup = VALUES["supervisor"]
     log = "%(ENV_FLEET_VAR_DIR)s/log/%(program_name)s-%(process_num)d.log"
-    options: list[tuple[str, object]] = [
+    return [
         ("command", f"%(ENV_FLEET_HOME)s/.venv/bin/fleet {command}"),
         ("process_name", "%(program_name)s-%(process_num)d"),
         ("numprocs", numprocs),
         ("directory", "%(ENV_FLEET_HOME)s"),
-    ]
-    if environment:
-        options.append(("environment", environment))
-    options += [
         ("autostart", True),
         ("autorestart", True),
         ("startsecs", sup["startsecs"]),
@@ -122,13 +116,11 @@ def _program(command: str, stopwaitsecs: int, numprocs: int = 1, environment: st
         ("stdout_logfile_maxbytes", "50MB"),
         ("stdout_logfile_backups", 5),
     ]
-    return options
 
 
 def render_supervisor() -> dict[str, str]:
     """``deploy/supervisor/fleet.conf``: the API, one program per pool, exactly one beat."""
     sup = VALUES["supervisor"]
-    metrics_dir = f'{METRICS_DIR_ENV}="%(ENV_FLEET_VAR_DIR)s/metrics/%(program_name)s-%(process_num)d"'
     sections = [
         "; " + _GENERATED.format(target="supervisor"),
         "; Needs FLEET_HOME (the checkout or /opt/fleet, holding .venv) and FLEET_VAR_DIR (state, logs,\n"
@@ -152,7 +144,7 @@ def render_supervisor() -> dict[str, str]:
         _section("group:fleet", [("programs", ",".join(["api", "beat", *POOLS]))]),
         _section(
             "program:api",
-            _program("api", sup["api_stopwaitsecs"], environment=metrics_dir),
+            _program("api", sup["api_stopwaitsecs"]),
             ["gunicorn on FLEET_API_BIND"],
         ),
         _section(
@@ -165,9 +157,7 @@ def render_supervisor() -> dict[str, str]:
         first = metrics_port(0, spec.name, 0)
         ports = f"FLEET_METRICS_PORT + {first}" + (f"..{first + spec.replicas - 1}" if spec.replicas > 1 else "")
         comments = [spec.rationale, f"metrics: {ports} (fleet.pools.metrics_port of --index)"]
-        options = _program(
-            f"worker {spec.name} --index %(process_num)d", stop_wait(spec), spec.replicas, environment=metrics_dir
-        )
+        options = _program(f"worker {spec.name} --index %(process_num)d", stop_wait(spec), spec.replicas)
         sections.append(_section(f"program:{spec.name}", options, comments))
     return {SUPERVISOR_FILE: "\n\n".join(sections) + "\n"}
 
@@ -240,7 +230,8 @@ def _selector(meta: Mapping[str, Any]) -> dict[str, str]:
 _VOLUMES = {  # name -> (mount path, emptyDir); the root filesystem is read-only
     "tmp": ("/tmp", {"sizeLimit": "256Mi"}),
     "var": ("/var/lib/fleet", {"sizeLimit": "1Gi"}),
-    "metrics": ("/var/lib/fleet-metrics", {"medium": "Memory", "sizeLimit": "64Mi"}),
+    # Each worker keeps its multiprocess metric files under FLEET_VAR_DIR/metrics: memory-backed.
+    "metrics": ("/var/lib/fleet/metrics", {"medium": "Memory", "sizeLimit": "64Mi"}),
 }
 
 
@@ -289,7 +280,6 @@ def _pod(meta: Mapping[str, Any], container: dict[str, Any], grace: int, spread:
         "imagePullPolicy": "IfNotPresent",
         "command": container.pop("command"),
         "envFrom": [{"configMapRef": {"name": "fleet-config"}}, {"secretRef": {"name": "fleet-secrets"}}],
-        "env": [{"name": METRICS_DIR_ENV, "value": _VOLUMES["metrics"][0]}],
         **container,
         "securityContext": {
             "allowPrivilegeEscalation": False,

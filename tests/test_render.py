@@ -111,7 +111,6 @@ def test_supervisor_pool_programs_follow_the_spec(programs: dict[str, list], spe
         assert process.startsecs > 0 and process.autorestart
         assert process.directory == str(home)
         assert process.stdout_logfile.endswith(f"/log/{process.name}.log")
-        assert process.environment[render.METRICS_DIR_ENV].endswith(f"/metrics/{process.name}")
 
 
 def test_metrics_ports_of_supervised_workers_are_unique() -> None:
@@ -209,7 +208,7 @@ def test_every_pod_is_hardened(deployment: dict[str, Any]) -> None:
     assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
     assert security["capabilities"] == {"drop": ["ALL"]}
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert {"/tmp", "/var/lib/fleet", "/var/lib/fleet-metrics"} <= mounts
+    assert {"/tmp", "/var/lib/fleet", "/var/lib/fleet/metrics"} <= mounts
     assert all("emptyDir" in volume for volume in pod["volumes"])
     assert container["image"] == render.VALUES["k8s"]["image"]
     assert container["command"][0] == "fleet" and isinstance(container["command"], list)
