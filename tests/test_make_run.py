@@ -118,3 +118,13 @@ def test_make_run_from_a_fresh_checkout(tmp_path: Path, smtp: SMTPPeer, http_pee
     assert len(stopped) == 2 + sum(spec.replicas for spec in POOLS.values()), supervisord_log[-3000:]
     host = socket.gethostname()
     assert not [p for p in (home / "var" / "health").iterdir() if host in p.name], "every worker shut down cleanly"
+
+
+def test_make_run_without_a_broker_says_how_to_get_one() -> None:
+    """Nothing starts without RabbitMQ, and the message says what to do (127.0.0.2: never auto-started)."""
+    env = make_env(CELERY_BROKER_URL=f"amqp://guest:guest@127.0.0.2:{free_port()}//")
+    done = subprocess.run(["make", "-C", str(ROOT), "run"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "nothing answers on 127.0.0.2" in done.stderr and "apt-get install -y rabbitmq-server" in done.stderr
+    assert "make run: no broker, so no fleet" in done.stderr
+    assert "starting supervisord" not in done.stdout
