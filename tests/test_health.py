@@ -126,13 +126,13 @@ def test_heartbeat_goes_stale_while_the_event_loop_is_blocked(worker: FleetProce
     stale = ("--liveness", "--max-age", "10")  # twice the heartbeat interval
     assert probe(worker_env, *stale)[0] == 0
     subprocess.run(
-        [CELERY, "-A", "fleet", "call", "tests.block_event_loop", "--args", "[25]", "--queue", "email"],
+        [CELERY, "-A", "fleet", "call", "tests.block_event_loop", "--args", "[18]", "--queue", "email"],
         env=worker_env,
         check=True,
         capture_output=True,
         timeout=60,
     )
-    rc, out = poll_probe(worker_env, stale, until_rc=1, timeout=25)
+    rc, out = poll_probe(worker_env, stale, until_rc=1, timeout=18)
     assert rc == 1 and "the worker's loop is stuck" in out, out
     assert worker.proc is not None and worker.proc.poll() is None, "the process itself is alive"
     rc, out = poll_probe(worker_env, stale, until_rc=0, timeout=40)
@@ -146,7 +146,7 @@ def test_heartbeat_stays_fresh_while_the_broker_is_down(
     rabbit.kill()
     try:
         worker.wait_for_log("Cannot connect to amqp://", timeout=30)
-        deadline = time.monotonic() + 25  # 2.5 times the max age below
+        deadline = time.monotonic() + 20  # twice the max age below
         while time.monotonic() < deadline:
             rc, out = probe(worker_env, "--liveness", "--max-age", "10")
             assert rc == 0, f"liveness failed during a broker outage (pods would crash-loop): {out}"
