@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint broker worker beat api render bench clean
+.PHONY: install run test lint broker worker beat api render bench clean soak
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,3 +50,6 @@ api: install broker
 
 clean:
 	rm -rf var .pytest_cache
+
+soak: install broker  ## minutes of mixed load with random faults (not part of make test): make soak MINUTES=10
+	$(BIN)/python -m tests.soak --minutes $(or $(MINUTES),10)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -63,20 +62,9 @@ def beat() -> None:
 @main.command()
 def api() -> None:
     """Serve the Flask front end under gunicorn on FLEET_API_BIND."""
-    settings = _settings()
-    argv = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--bind",
-        settings.api_bind,
-        "--workers",
-        str(settings.api_workers),
-        "--access-logfile",
-        "-",
-        "app:create_app()",
-    ]
-    os.execv(sys.executable, argv)
+    from fleet.api.server import exec_gunicorn
+
+    exec_gunicorn(_settings())
 
 
 @main.command()

@@ -120,6 +120,13 @@ class Settings:
     api_workers: int = _env("FLEET_API_WORKERS", "2", _positive_int)
     api_max_body_bytes: int = _env("FLEET_API_MAX_BODY_BYTES", "1048576", _positive_int)
     publish_timeout: float = _env("FLEET_PUBLISH_TIMEOUT", "3", _positive_float)
+    api_threads: int = _env("FLEET_API_THREADS", "8", _positive_int)
+    api_max_batch: int = _env("FLEET_API_MAX_BATCH", "1000", _positive_int)
+    # The longest countdown/eta the API accepts. Workers park far-future tasks in delay
+    # queues (fleet.parking), so RabbitMQ's consumer_timeout does not bound it.
+    api_max_delay: float = _env("FLEET_API_MAX_DELAY", "2592000", _positive_float)
+    api_inspect_timeout: float = _env("FLEET_API_INSPECT_TIMEOUT", "1", _positive_float)
+    api_metrics_dir: str = _env("FLEET_API_METRICS_DIR", "")
 
     #: ``FLEET_POOL_<POOL>_<FIELD>`` variables with the prefix removed, e.g.
     #: ``{"EMAIL_CONCURRENCY": "32"}``; :mod:`fleet.pools` interprets them.
@@ -140,6 +147,11 @@ class Settings:
     @property
     def data_dir(self) -> Path:
         return self.var_dir / "data"
+
+    @property
+    def api_metrics_path(self) -> Path:
+        """Where the API's gunicorn workers keep prometheus-client multiprocess files."""
+        return Path(self.api_metrics_dir) if self.api_metrics_dir else self.var_dir / "metrics" / "api"
 
     @property
     def is_production(self) -> bool:

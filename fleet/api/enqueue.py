@@ -1,0 +1,237 @@
+"""Turning a validated request into confirmed messages, and the 202 that says so.
+
+Every publish goes through Celery (``send_task``/``apply_async``) with the
+pooled confirm-mode producer and ``retry=False``: routing.py alone decides the
+queue, and the answer is 202 only after RabbitMQ acked every message, 503 +
+``Retry-After`` when it did not within ``FLEET_PUBLISH_TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import inspect
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from amqp.exceptions import AMQPError
+from celery.canvas import Signature
+from flask import Response, jsonify, request, url_for
+from kombu import Producer
+from kombu.exceptions import KombuError
+
+from fleet.api.body import field_error, raw_body
+from fleet.api.errors import ApiError, unavailable
+from fleet.api.idempotency import fingerprint
+from fleet.api.publisher import BrokerUnavailable, send_kwargs
+from fleet.api.schemas import Accepted, BatchAccepted, PublishOptions, TaskRequest
+from fleet.api.state import ApiState, api_state
+from fleet.metrics.api import api_metrics, task_label
+from fleet.publish import PublishError, publish_many
+from routing import UnknownQueueError, UnknownTaskError, resolve_queue
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_KEY_MAX = 255
+
+
+def status_url(task_id: str) -> str:
+    return url_for("status.task_status", task_id=task_id)
+
+
+def accepted(task_id: str, task: str, queue: str) -> Accepted:
+    return Accepted(task_id=task_id, task=task, queue=queue, status_url=status_url(task_id))
+
+
+def answer_accepted(body: Accepted | BatchAccepted) -> Response:
+    response = jsonify(body.model_dump(mode="json"))
+    response.status_code = 202
+    if isinstance(body, Accepted):
+        response.headers["Location"] = body.status_url
+    return response
+
+
+# -- checks --------------------------------------------------------------------
+
+
+def check_task(state: ApiState, name: str, args: list[Any], kwargs: dict[str, Any], prefix: str = "") -> None:
+    """404 for a name the fleet does not offer; 422 when the arguments do not fit its signature."""
+    if name not in state.public_tasks:
+        raise ApiError(
+            404,
+            "unknown_task",
+            f"no fleet task is named {name!r}",
+            [{"field": f"{prefix}task", "message": "not a registered public task"}],
+        )
+    try:
+        inspect.signature(state.celery.tasks[name].run).bind(*args, **kwargs)
+    except TypeError as exc:
+        raise field_error(f"{prefix}args", f"do not fit {name}: {exc}") from None
+
+
+def publish_options(state: ApiState, options: PublishOptions, field_prefix: str = "") -> dict[str, Any]:
+    """The ``apply_async`` options of a request, with delays capped at FLEET_API_MAX_DELAY."""
+    cap = state.settings.api_max_delay
+    if options.countdown is not None and options.countdown > cap:
+        raise field_error(f"{field_prefix}countdown", f"must be at most {cap:g} seconds (FLEET_API_MAX_DELAY)")
+    if options.eta is not None:
+        delay = (options.eta - dt.datetime.now(dt.UTC)).total_seconds()
+        if delay > cap:
+            raise field_error(f"{field_prefix}eta", f"must be at most {cap:g} seconds ahead (FLEET_API_MAX_DELAY)")
+    chosen = options.model_dump(include={"queue", "priority", "countdown", "eta", "expires"}, exclude_none=True)
+    return chosen
+
+
+def queue_of(name: str, override: str | None) -> str:
+    try:
+        return resolve_queue(name, override)
+    except (UnknownQueueError, UnknownTaskError) as exc:
+        raise field_error("queue", str(exc)) from None
+
+
+# -- publishing ----------------------------------------------------------------
+
+
+def record_published(state: ApiState, kind: str, started: float, pairs: Iterable[tuple[str, str]]) -> None:
+    metrics = api_metrics()
+    metrics.publish_seconds.labels(kind).observe(time.perf_counter() - started)
+    for queue, name in pairs:
+        metrics.tasks_published.labels(queue, task_label(name, state.public_tasks)).inc()
+
+
+def publish_failed(kind: str, started: float, exc: Exception) -> ApiError:
+    metrics = api_metrics()
+    metrics.publish_seconds.labels(kind).observe(time.perf_counter() - started)
+    metrics.publish_failures.labels(kind, "unavailable").inc()
+    return unavailable(f"RabbitMQ did not confirm the message; nothing was accepted, retry later ({exc})")
+
+
+def publish_task(state: ApiState, name: str, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any]) -> str:
+    """Publish one task by name; return its id once RabbitMQ confirmed it."""
+    task_id = str(uuid.uuid4())
+    queue = queue_of(name, options.get("queue"))
+
+    def send(producer: Producer, confirm_timeout: float) -> None:
+        state.celery.send_task(
+            name, args, kwargs, task_id=task_id, producer=producer, **options, **send_kwargs(confirm_timeout)
+        )
+
+    started = time.perf_counter()
+    try:
+        state.publisher.run(send)
+    except BrokerUnavailable as exc:
+        raise publish_failed("task", started, exc) from None
+    record_published(state, "task", started, [(queue, name)])
+    return task_id
+
+
+def enqueue(state: ApiState, name: str, args: list[Any], kwargs: dict[str, Any], options: PublishOptions) -> Response:
+    """Check, publish and answer 202 for one task."""
+    check_task(state, name, args, kwargs)
+    chosen = publish_options(state, options)
+    queue = queue_of(name, chosen.get("queue"))
+    task_id = publish_task(state, name, args, kwargs, chosen)
+    return answer_accepted(accepted(task_id, name, queue))
+
+
+def enqueue_signature(state: ApiState, signature: Signature, entry_task: str) -> Response:
+    """Publish a canvas (chain, chord); the id answered is the one whose result is the workflow's."""
+
+    def send(producer: Producer, confirm_timeout: float) -> Any:
+        return signature.apply_async(producer=producer, **send_kwargs(confirm_timeout))
+
+    queue = queue_of(entry_task, None)
+    started = time.perf_counter()
+    try:
+        result = state.publisher.run(send)
+    except BrokerUnavailable as exc:
+        raise publish_failed("workflow", started, exc) from None
+    record_published(state, "workflow", started, [(queue, entry_task)])
+    return answer_accepted(accepted(result.id, entry_task, queue))
+
+
+def enqueue_batch(state: ApiState, tasks: list[TaskRequest]) -> Response:
+    """Publish many tasks with pipelined confirms; 202 only once RabbitMQ acked all of them."""
+    limit = state.settings.api_max_batch
+    if len(tasks) > limit:
+        raise field_error("tasks", f"at most {limit} tasks per batch (FLEET_API_MAX_BATCH)")
+    calls = []
+    queues = []
+    for index, item in enumerate(tasks):
+        prefix = f"tasks.{index}."
+        try:
+            check_task(state, item.task, item.args, item.kwargs, prefix)
+        except ApiError as exc:  # an unknown name inside a valid route is a field error here
+            raise ApiError(422, exc.code, f"tasks[{index}]: {exc.message}", exc.details) from None
+        options = publish_options(state, item, prefix)
+        queues.append(queue_of(item.task, options.get("queue")))
+        calls.append((item.task, item.args, item.kwargs, options))
+    started = time.perf_counter()
+    try:
+        task_ids = publish_many(state.celery, calls, timeout=state.settings.publish_timeout)
+    except (PublishError, OSError, AMQPError, KombuError) as exc:
+        raise publish_failed("batch", started, exc) from None
+    record_published(state, "batch", started, [(queue, item.task) for queue, item in zip(queues, tasks, strict=True)])
+    body = BatchAccepted(
+        count=len(task_ids),
+        tasks=[
+            accepted(task_id, item.task, queue) for task_id, item, queue in zip(task_ids, tasks, queues, strict=True)
+        ],
+    )
+    return answer_accepted(body)
+
+
+# -- idempotency ---------------------------------------------------------------
+
+
+def idempotent(view: Callable[..., Response]) -> Callable[..., Response]:
+    """Honour an ``Idempotency-Key`` header: one enqueue per key within the retention window."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Response:
+        key = request.headers.get(IDEMPOTENCY_HEADER)
+        if key is None:
+            return view(*args, **kwargs)
+        if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX or not key.isprintable() or not key.isascii():
+            raise field_error(IDEMPOTENCY_HEADER, f"must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters")
+        state = api_state()
+        print_ = fingerprint(request.method, request.path, raw_body())
+        record = state.idempotency.reserve(key, print_)
+        if record is not None:
+            return _replay(record, print_)
+        try:
+            response = view(*args, **kwargs)
+        except BaseException:
+            state.idempotency.release(key)
+            raise
+        if response.status_code == 202:
+            state.idempotency.complete(key, print_, response.status_code, response.get_json())
+        else:
+            state.idempotency.release(key)
+        return response
+
+    return wrapper
+
+
+def _replay(record: Any, print_: str) -> Response:
+    if record.fingerprint != print_:
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different request",
+            [{"field": IDEMPOTENCY_HEADER, "message": "already used with another method, path or body"}],
+        )
+    if not record.done:
+        raise ApiError(
+            409,
+            "idempotency_in_progress",
+            "a request with this Idempotency-Key is still being processed; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+    response = jsonify(record.body)
+    response.status_code = record.status
+    response.headers["Idempotent-Replayed"] = "true"
+    if isinstance(record.body, dict) and "status_url" in record.body:
+        response.headers["Location"] = record.body["status_url"]
+    return response

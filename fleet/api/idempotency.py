@@ -1,0 +1,179 @@
+"""Idempotency-Key: a retried request returns the first answer instead of enqueueing twice.
+
+Where the keys live, and why: next to the task results, because that store
+already exists for every deployment, is shared by every gunicorn worker and
+every API replica, and its retention is the window the API promises
+(``FLEET_RESULT_EXPIRES``). With the default SQLite/SQL result backend the
+keys are one small table (``fleet_idempotency``) in the same database, where a
+primary key makes the reservation atomic; with a Redis result backend they are
+Redis keys set with NX and a TTL. Nothing new to run or back up.
+
+Protocol: the first request *reserves* the key with a short lease, publishes,
+then *completes* the record with its response for the retention window. A
+retry finds the record and gets the stored response (``Idempotent-Replayed:
+true``); one that arrives while the first is still publishing gets 409; a key
+reused for a different request gets 422. If publishing fails the reservation is
+released, so the client's retry publishes. If the API dies between publishing
+and completing, the lease runs out and a retry publishes again: at-least-once,
+never lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, Text, create_engine, delete, select
+from sqlalchemy import update as sql_update
+
+from fleet.settings import Settings
+
+TABLE = "fleet_idempotency"
+REDIS_PREFIX = "fleet-idempotency:"
+
+
+@dataclass(frozen=True)
+class Record:
+    """What the store holds for a key: the request fingerprint and, once done, the answer."""
+
+    fingerprint: str
+    status: int | None = None
+    body: Any = None
+
+    @property
+    def done(self) -> bool:
+        return self.status is not None
+
+
+class IdempotencyStore(Protocol):
+    def reserve(self, key: str, fingerprint: str) -> Record | None:
+        """Reserve ``key``; None if this caller now owns it, else the record already there."""
+
+    def complete(self, key: str, fingerprint: str, status: int, body: Any) -> None:
+        """Store the answer for the retention window."""
+
+    def release(self, key: str) -> None:
+        """Forget a reservation whose request failed, so a retry can go ahead."""
+
+
+def fingerprint(method: str, path: str, body: bytes) -> str:
+    """Identifies the request a key was first used with."""
+    return hashlib.sha256(b"\0".join((method.encode(), path.encode(), body))).hexdigest()
+
+
+class SQLStore:
+    """Keys in a table of the SQL result database (SQLite by default, PostgreSQL too)."""
+
+    def __init__(self, url: str, retention: float, lease: float) -> None:
+        self.url = url
+        self.retention = retention
+        self.lease = lease
+        self.metadata = MetaData()
+        self.table = Table(
+            TABLE,
+            self.metadata,
+            Column("key", String(255), primary_key=True),
+            Column("fingerprint", String(64), nullable=False),
+            Column("expires_at", Float, nullable=False, index=True),
+            Column("status", Integer, nullable=True),
+            Column("body", Text, nullable=True),
+        )
+        self._engine: Engine | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        """One engine per process (a forked gunicorn worker must not share its parent's)."""
+        with self._lock:
+            if self._engine is None or self._pid != os.getpid():
+                args = {"timeout": 30} if self.url.startswith("sqlite") else {}
+                self._engine = create_engine(self.url, connect_args=args, pool_pre_ping=True)
+                self.metadata.create_all(self._engine, checkfirst=True)
+                self._pid = os.getpid()
+            return self._engine
+
+    def _insert(self, values: dict[str, Any]) -> Any:
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(self.table).values(**values).on_conflict_do_nothing(index_elements=["key"])
+
+    def reserve(self, key: str, fingerprint: str) -> Record | None:
+        now = time.time()
+        table = self.table
+        with self.engine.begin() as connection:
+            connection.execute(delete(table).where(table.c.key == key, table.c.expires_at < now))
+            inserted = connection.execute(
+                self._insert({"key": key, "fingerprint": fingerprint, "expires_at": now + self.lease})
+            )
+            if inserted.rowcount == 1:
+                return None
+            row = connection.execute(
+                select(table.c.fingerprint, table.c.status, table.c.body).where(table.c.key == key)
+            ).first()
+        if row is None:  # expired and removed by another request in between: try once more
+            return self.reserve(key, fingerprint)
+        return Record(row.fingerprint, row.status, json.loads(row.body) if row.body else None)
+
+    def complete(self, key: str, fingerprint: str, status: int, body: Any) -> None:
+        table = self.table
+        with self.engine.begin() as connection:
+            connection.execute(
+                sql_update(table)
+                .where(table.c.key == key, table.c.fingerprint == fingerprint)
+                .values(status=status, body=json.dumps(body), expires_at=time.time() + self.retention)
+            )
+            # Keep the table small: drop what expired (cheap with the index).
+            connection.execute(delete(table).where(table.c.expires_at < time.time()))
+
+    def release(self, key: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(delete(self.table).where(self.table.c.key == key, self.table.c.status.is_(None)))
+
+
+class RedisStore:
+    """Keys in the Redis result backend: SET NX with the lease, then SET with the retention TTL."""
+
+    def __init__(self, url: str, retention: float, lease: float) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self.retention = retention
+        self.lease = lease
+
+    def reserve(self, key: str, fingerprint: str) -> Record | None:
+        name = REDIS_PREFIX + key
+        for _ in range(3):
+            if self.client.set(name, json.dumps({"fingerprint": fingerprint}), nx=True, px=int(self.lease * 1000)):
+                return None
+            raw = self.client.get(name)
+            if raw is not None:
+                data = json.loads(raw)
+                return Record(data["fingerprint"], data.get("status"), data.get("body"))
+        raise RuntimeError(f"idempotency key {key!r} kept changing under us")
+
+    def complete(self, key: str, fingerprint: str, status: int, body: Any) -> None:
+        value = json.dumps({"fingerprint": fingerprint, "status": status, "body": body})
+        self.client.set(REDIS_PREFIX + key, value, px=int(self.retention * 1000))
+
+    def release(self, key: str) -> None:
+        self.client.delete(REDIS_PREFIX + key)
+
+
+def open_store(settings: Settings) -> IdempotencyStore:
+    """The store that lives next to the configured result backend."""
+    url = settings.results_url
+    retention = float(settings.result_expires)
+    lease = 2 * settings.publish_timeout + 10
+    if url.startswith(("redis://", "rediss://")):
+        return RedisStore(url, retention, lease)
+    if url.startswith("db+"):
+        return SQLStore(url.removeprefix("db+"), retention, lease)
+    return SQLStore(f"sqlite:///{settings.var_dir / 'idempotency.sqlite'}", retention, lease)

@@ -1,0 +1,105 @@
+"""Monitoring: workers (Celery remote control), queues (passive declares), fleet health.
+
+No management plugin is needed: queue depths and consumer counts come from a
+passive ``queue.declare`` on the API's own bounded connection, worker figures
+from ``inspect`` with a short timeout (``FLEET_API_INSPECT_TIMEOUT``).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+from kombu import Producer
+
+from fleet.api.auth import open_route
+from fleet.api.errors import RETRY_AFTER, unavailable
+from fleet.api.publisher import BrokerUnavailable
+from fleet.api.schemas import MonitoringHealth, QueueInfo, Queues, WorkerInfo, Workers
+from fleet.api.state import ApiState, api_state
+from queues import WORK_QUEUES, dlq_name
+
+bp = Blueprint("monitoring", __name__)
+
+
+def _broker_up(state: ApiState) -> None:
+    """Fail fast with 503 when the broker is down: inspect would otherwise wait on Celery's pool."""
+    try:
+        state.publisher.ping()
+    except BrokerUnavailable as exc:
+        raise unavailable(f"RabbitMQ does not answer: {exc}") from None
+
+
+def inspect_workers(state: ApiState) -> list[WorkerInfo]:
+    """Ask every worker at once for stats, active and reserved tasks; whoever answers in time counts."""
+    inspect = state.celery.control.inspect(timeout=state.settings.api_inspect_timeout)
+    with ThreadPoolExecutor(3) as pool:
+        stats, active, reserved = pool.map(lambda ask: ask() or {}, (inspect.stats, inspect.active, inspect.reserved))
+    workers = []
+    for name in sorted(set(stats) | set(active) | set(reserved)):
+        pool_info: dict[str, Any] = stats.get(name, {}).get("pool") or {}
+        concurrency = pool_info.get("max-concurrency")
+        workers.append(
+            WorkerInfo(
+                name=name,
+                active=len(active.get(name) or []),
+                reserved=len(reserved.get(name) or []),
+                concurrency=concurrency if isinstance(concurrency, int) else None,
+                pool=pool_info.get("implementation"),
+            )
+        )
+    return workers
+
+
+@bp.get("/api/monitoring/workers")
+def workers() -> Response:
+    state = api_state()
+    _broker_up(state)
+    found = inspect_workers(state)
+    return jsonify(Workers(count=len(found), workers=found).model_dump(mode="json"))
+
+
+def _queue_depths(producer: Producer, timeout: float) -> list[QueueInfo]:
+    channel = producer.channel
+    infos = []
+    for queue in WORK_QUEUES:
+        _, ready, consumers = channel.queue_declare(queue, passive=True)
+        _, dead, _ = channel.queue_declare(dlq_name(queue), passive=True)
+        infos.append(
+            QueueInfo(
+                name=queue, ready=ready, consumers=consumers, dead_letter_queue=dlq_name(queue), dead_lettered=dead
+            )
+        )
+    return infos
+
+
+@bp.get("/api/monitoring/queues")
+def queues() -> Response:
+    state = api_state()
+    try:
+        infos = state.publisher.run(_queue_depths)
+    except BrokerUnavailable as exc:
+        raise unavailable(f"RabbitMQ does not answer: {exc}") from None
+    return jsonify(Queues(queues=infos).model_dump(mode="json"))
+
+
+@bp.get("/api/monitoring/health")
+@open_route
+def health() -> Response:
+    """200 when the broker answers and at least one worker replies to ping; else 503."""
+    state = api_state()
+    try:
+        state.publisher.ping()
+        broker = True
+    except BrokerUnavailable:
+        broker = False
+    replies = state.celery.control.ping(timeout=state.settings.api_inspect_timeout) if broker else []
+    ok = broker and bool(replies)
+    response = jsonify(
+        MonitoringHealth(status="ok" if ok else "unavailable", workers=len(replies), broker=broker).model_dump()
+    )
+    if not ok:
+        response.status_code = 503
+        response.headers["Retry-After"] = str(RETRY_AFTER)
+    return response

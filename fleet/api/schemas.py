@@ -1,0 +1,211 @@
+"""Request and response schemas, one per endpoint (pydantic).
+
+Requests are strict (no silent "5" -> 5 coercion) and refuse unknown fields,
+so a typo in a field name is a 422 instead of a task run with defaults. The
+same models generate the OpenAPI document, so the documented shapes are the
+validated ones.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from annotated_types import Interval
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+
+from fleet.tasks.reports import REPORT_TYPES
+from queues import WORK_QUEUES
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema counts 5.0 as an integer; accept it as 5 (strict mode would not). Never "5" or true."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+#: A strict int that also takes integral JSON numbers such as 5.0 (bounds go before the validator,
+#: or they vanish from the JSON schema).
+Integer = Annotated[int, BeforeValidator(_integral)]
+QueueName = Literal[tuple(WORK_QUEUES)]  # type: ignore[valid-type]
+ReportType = Literal[REPORT_TYPES]  # type: ignore[valid-type]
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def _email(value: str) -> str:
+    if not EMAIL.fullmatch(value):
+        raise ValueError("not an email address (expected local@domain.tld)")
+    return value
+
+
+#: Checked in Python (fullmatch): a JSON Schema "pattern" ending in $ would admit a trailing newline.
+Email = Annotated[
+    str,
+    StringConstraints(min_length=3, max_length=254),
+    AfterValidator(_email),
+    Field(json_schema_extra={"format": "email"}),
+]
+Subject = Annotated[str, StringConstraints(max_length=998)]
+Text = Annotated[str, StringConstraints(max_length=100_000)]
+#: JSON-safe integers (JavaScript clients lose precision above 2**53).
+SafeInt = Annotated[int, Interval(ge=-(2**53), le=2**53), BeforeValidator(_integral)]
+#: Datetimes arrive as ISO 8601 strings, so this one field is validated in lax mode.
+Timestamp = Annotated[AwareDatetime, Field(strict=False)]
+#: Any id Celery can store (its result tables hold up to 155 characters).
+TaskId = Annotated[str, StringConstraints(min_length=1, max_length=155)]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# -- requests ------------------------------------------------------------------
+
+
+class PublishOptions(Request):
+    """Per-call overrides, as ``apply_async`` takes them."""
+
+    queue: QueueName | None = Field(None, description="Override the queue routing.py chooses.")
+    priority: Integer | None = Field(None, ge=0, le=10, description="0 (lowest) to 10; honoured on high_priority.")
+    countdown: float | None = Field(None, ge=0, description="Seconds to wait before running (FLEET_API_MAX_DELAY).")
+    eta: Timestamp | None = Field(None, description="When to run, ISO 8601 with a time zone.")
+    expires: float | None = Field(None, gt=0, le=30 * 86400, description="Seconds after which it is discarded.")
+
+
+class TaskRequest(PublishOptions):
+    task: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
+        description="A registered public task name, e.g. tasks.send_email."
+    )
+    args: list[Any] = Field(default_factory=list, max_length=1000)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class BatchRequest(Request):
+    tasks: list[TaskRequest] = Field(min_length=1, description="At most FLEET_API_MAX_BATCH tasks.")
+
+
+class SendEmailRequest(Request):
+    to: Email
+    subject: Subject
+    body: Text
+
+
+class SendBulkEmailsRequest(Request):
+    recipients: list[Email] = Field(min_length=1, max_length=10_000)
+    subject: Subject
+    body: Text
+
+
+class ProcessDataRequest(Request):
+    rows: Integer = Field(10_000, ge=1, le=1_000_000)
+    step_delay: float = Field(0.0, ge=0, le=60, description="Seconds each step waits (stands in for I/O).")
+
+
+class GenerateReportRequest(Request):
+    report_type: ReportType
+    rows: Integer = Field(1000, ge=1, le=1_000_000)
+    seed: SafeInt = 0
+
+
+class EtlRequest(Request):
+    records: Integer = Field(100, ge=1, le=10_000)
+
+
+class ParallelEtlRequest(EtlRequest):
+    source_ids: list[Annotated[int, Interval(ge=0, le=2**31 - 1), BeforeValidator(_integral)]] = Field(
+        min_length=1, max_length=100
+    )
+
+
+# -- responses -----------------------------------------------------------------
+
+
+class Accepted(BaseModel):
+    """Answered with 202 only after RabbitMQ confirmed the message."""
+
+    task_id: str
+    task: str
+    queue: str
+    status_url: str
+    status: Literal["queued"] = "queued"
+
+
+class BatchAccepted(BaseModel):
+    count: int
+    tasks: list[Accepted]
+
+
+class TaskError(BaseModel):
+    type: str
+    message: str
+
+
+class TaskStatus(BaseModel):
+    task_id: str
+    state: str = Field(description="PENDING, RECEIVED, STARTED, PROGRESS, SUCCESS, FAILURE, RETRY, REVOKED, ...")
+    status: str = Field(description="The state in words.")
+    known: bool = Field(description="Whether the result backend has any record of this id.")
+    task: str | None = None
+    queue: str | None = None
+    worker: str | None = None
+    retries: int | None = None
+    progress: dict[str, Any] | None = None
+    result: Any = None
+    error: TaskError | None = None
+    date_done: datetime | None = None
+
+
+class CancelAccepted(BaseModel):
+    task_id: str
+    state: str
+    status: str
+
+
+class WorkerInfo(BaseModel):
+    name: str
+    active: int
+    reserved: int
+    concurrency: int | None
+    pool: str | None
+
+
+class Workers(BaseModel):
+    count: int
+    workers: list[WorkerInfo]
+
+
+class QueueInfo(BaseModel):
+    name: str
+    ready: int
+    consumers: int
+    dead_letter_queue: str
+    dead_lettered: int
+
+
+class Queues(BaseModel):
+    queues: list[QueueInfo]
+
+
+class MonitoringHealth(BaseModel):
+    status: Literal["ok", "unavailable"]
+    workers: int
+    broker: bool
+
+
+class Health(BaseModel):
+    status: Literal["ok", "ready", "unavailable"]
+    broker: bool | None = None
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class Error(BaseModel):
+    """Every error, whatever its status."""
+
+    error: str = Field(description="A stable machine-readable code, e.g. validation_error.")
+    message: str
+    status: int
+    details: list[ErrorDetail]

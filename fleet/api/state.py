@@ -1,0 +1,54 @@
+"""What the API's views share per Flask app: settings, Celery, the publisher, the idempotency store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from flask import Flask, current_app
+
+from fleet.api.idempotency import IdempotencyStore, open_store
+from fleet.api.publisher import ConfirmingPublisher
+from fleet.settings import Settings
+
+if TYPE_CHECKING:
+    from fleet.celery_app import FleetCelery
+
+EXTENSION = "fleet.api"
+
+
+@dataclass
+class ApiState:
+    settings: Settings
+    celery: FleetCelery
+    started: bool = field(default=False)
+
+    @cached_property
+    def publisher(self) -> ConfirmingPublisher:
+        return ConfirmingPublisher(
+            self.celery,
+            self.settings.publish_timeout,
+            max_idle=self.settings.api_threads * 2,
+            queue_type=self.settings.queue_type,
+            delivery_limit=self.settings.delivery_limit,
+        )
+
+    @cached_property
+    def idempotency(self) -> IdempotencyStore:
+        return open_store(self.settings)
+
+    @cached_property
+    def public_tasks(self) -> frozenset[str]:
+        """Task names a client may enqueue: the fleet's own ``tasks.*``, never Celery's internals."""
+        return frozenset(name for name in self.celery.tasks if not name.startswith("celery."))
+
+
+def attach(app: Flask, settings: Settings, celery: FleetCelery) -> ApiState:
+    state = ApiState(settings, celery)
+    app.extensions[EXTENSION] = state
+    return state
+
+
+def api_state() -> ApiState:
+    return current_app.extensions[EXTENSION]

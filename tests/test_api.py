@@ -1,0 +1,316 @@
+"""The enqueue API over real HTTP: a live gunicorn (`fleet api`) and real workers on RabbitMQ."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from fleet.api.schemas import Error
+from fleet.settings import Settings
+from tests.support.api import ApiServer
+from tests.support.peers import SMTPPeer
+from tests.support.processes import FLEET
+
+TOKEN = "test-token-" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module")
+def api(fleet_env: dict[str, str], log_dir: Path, fleet_workers: object) -> Iterator[ApiServer]:
+    server = ApiServer(fleet_env, log_dir, token=TOKEN, FLEET_API_MAX_BODY_BYTES="65536").start()
+    yield server
+    server.stop()
+
+
+def assert_error(response: requests.Response, status: int, code: str, field: str | None = None) -> dict:
+    """The response is ``status`` with the documented Error shape (and names ``field``)."""
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = Error.model_validate(response.json()).model_dump()
+    assert body["status"] == status and body["error"] == code, body
+    if field is not None:
+        assert field in [detail["field"] for detail in body["details"]], body
+    return body
+
+
+def accepted(response: requests.Response) -> dict:
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert response.headers["Location"] == body["status_url"] == f"/api/task-status/{body['task_id']}"
+    return body
+
+
+# -- tasks run end to end ----------------------------------------------------------
+
+
+def test_send_email_is_accepted_and_reaches_success(api: ApiServer, smtp: SMTPPeer) -> None:
+    to = f"api-{uuid.uuid4().hex[:8]}@example.test"
+    body = accepted(api.post("/api/send-email", {"to": to, "subject": "hi", "body": "from the API"}))
+    assert body["queue"] == "email" and body["task"] == "tasks.send_email"
+    status = api.wait_for_state(body["task_id"], {"SUCCESS", "FAILURE"})
+    assert status["state"] == "SUCCESS", status
+    assert status["result"]["to"] == to and status["result"]["status"] == "sent"
+    assert status["queue"] == "email" and status["worker"].startswith("email@") and status["known"]
+    assert smtp.wait_for(to)[0]["Subject"] == "hi"
+
+
+def test_process_data_reports_progress_then_success(api: ApiServer) -> None:
+    body = accepted(api.post("/api/process-data/42", {"rows": 500, "step_delay": 0.4}))
+    seen: list[str] = []
+    status = api.wait_for_state(body["task_id"], {"SUCCESS", "FAILURE"}, seen=seen)
+    assert status["state"] == "SUCCESS", status
+    assert "PROGRESS" in seen, seen
+    assert seen.index("PROGRESS") < seen.index("SUCCESS")
+    assert status["result"]["data_id"] == 42 and status["result"]["count"] > 0
+
+
+def test_progress_carries_the_step(api: ApiServer) -> None:
+    body = accepted(api.post("/api/process-data/7", {"rows": 50, "step_delay": 0.5}))
+    status = api.wait_for_state(body["task_id"], {"PROGRESS"})
+    assert set(status["progress"]) >= {"current", "total", "percent", "step"}
+    assert status["progress"]["total"] == 4
+    api.wait_for_state(body["task_id"], {"SUCCESS"})
+
+
+def test_etl_single_and_parallel_return_their_results(api: ApiServer) -> None:
+    single = accepted(api.post("/api/etl/single/5", {"records": 20}))
+    parallel = accepted(api.post("/api/etl/parallel", {"source_ids": [1, 2, 3], "records": 10}))
+    one = api.wait_for_state(single["task_id"], {"SUCCESS", "FAILURE"})
+    assert one["state"] == "SUCCESS", one
+    assert one["result"]["source_id"] == 5 and one["result"]["records"] + one["result"]["invalid"] == 20
+    many = api.wait_for_state(parallel["task_id"], {"SUCCESS", "FAILURE"}, timeout=90)
+    assert many["state"] == "SUCCESS", many
+    assert many["result"]["sources"] == [1, 2, 3]
+    assert many["result"]["records"] + many["result"]["invalid"] == 30
+
+
+def test_generate_report_and_bulk_emails(api: ApiServer, smtp: SMTPPeer) -> None:
+    report = accepted(api.post("/api/generate-report", {"report_type": "sales", "rows": 25}))
+    assert report["queue"] == "reports"
+    recipients = [f"bulk-{n}-{uuid.uuid4().hex[:6]}@example.test" for n in range(3)]
+    bulk = accepted(api.post("/api/send-bulk-emails", {"recipients": recipients, "subject": "s", "body": "b"}))
+    result = api.wait_for_state(report["task_id"], {"SUCCESS", "FAILURE"})["result"]
+    assert result["rows"] == 25 and Path(result["path"]).exists()
+    assert api.wait_for_state(bulk["task_id"], {"SUCCESS"})["result"]["total"] == 3
+    for to in recipients:
+        smtp.wait_for(to)
+
+
+def test_cancelled_countdown_task_ends_revoked_and_never_runs(api: ApiServer, smtp: SMTPPeer) -> None:
+    to = f"never-{uuid.uuid4().hex[:8]}@example.test"
+    body = accepted(
+        api.post("/api/tasks", {"task": "tasks.send_email", "args": [to, "no", "never sent"], "countdown": 3})
+    )
+    cancel = api.post(f"/api/task-cancel/{body['task_id']}")
+    assert cancel.status_code == 202, cancel.text
+    assert cancel.json()["task_id"] == body["task_id"]
+    status = api.wait_for_state(body["task_id"], {"REVOKED", "SUCCESS", "FAILURE"}, timeout=30)
+    assert status["state"] == "REVOKED", status
+    time.sleep(1)  # past the countdown: it still never ran
+    assert smtp.messages_to(to) == []
+
+
+def test_generic_enqueue_honours_routing_and_overrides(api: ApiServer) -> None:
+    routed = accepted(api.post("/run-task", {"task": "tasks.fetch_data", "args": [9, 3]}))
+    assert routed["queue"] == "default"
+    override = accepted(api.post("/api/tasks", {"task": "tasks.fetch_data", "args": [9, 3], "queue": "reports"}))
+    assert override["queue"] == "reports"
+    for task_id in (routed["task_id"], override["task_id"]):
+        status = api.wait_for_state(task_id, {"SUCCESS", "FAILURE"})
+        assert status["state"] == "SUCCESS" and len(status["result"]["records"]) == 3
+    assert api.get(f"/task-status/{override['task_id']}").json()["worker"].startswith("reports@")
+
+
+def test_batch_is_accepted_after_every_confirm_and_every_task_runs(api: ApiServer) -> None:
+    tasks = [{"task": "tasks.fetch_data", "args": [n, 2]} for n in range(50)]
+    response = api.post("/api/tasks/batch", {"tasks": tasks})
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["count"] == 50 and len({task["task_id"] for task in body["tasks"]}) == 50
+    for task in body["tasks"]:
+        assert api.wait_for_state(task["task_id"], {"SUCCESS", "FAILURE"})["state"] == "SUCCESS"
+
+
+def test_every_202_is_a_task_that_ran(api: ApiServer) -> None:
+    """Concurrent clients; every id answered 202 must end SUCCESS: none accepted and lost."""
+
+    def post(n: int) -> requests.Response:
+        with requests.Session() as session:
+            session.headers["Authorization"] = f"Bearer {TOKEN}"
+            return session.post(api.url("/api/tasks"), json={"task": "tasks.fetch_data", "args": [n, 1]}, timeout=30)
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(post, range(80)))
+    ids = [accepted(response)["task_id"] for response in responses]
+    assert len(set(ids)) == 80
+    done = [api.wait_for_state(task_id, {"SUCCESS", "FAILURE"})["state"] for task_id in ids]
+    assert done.count("SUCCESS") == 80
+
+
+def test_unknown_task_id_is_pending_and_says_so(api: ApiServer) -> None:
+    status = api.get(f"/api/task-status/{uuid.uuid4()}").json()
+    assert status["state"] == "PENDING" and status["known"] is False and "unknown" in status["status"]
+
+
+# -- idempotency ---------------------------------------------------------------------
+
+
+def test_same_idempotency_key_twice_yields_one_task(api: ApiServer, smtp: SMTPPeer) -> None:
+    to = f"once-{uuid.uuid4().hex[:8]}@example.test"
+    key = {"Idempotency-Key": f"key-{uuid.uuid4()}"}
+    payload = {"to": to, "subject": "once", "body": "exactly one"}
+    first = api.post("/api/send-email", payload, headers=key)
+    second = api.post("/api/send-email", payload, headers=key)
+    assert accepted(first)["task_id"] == accepted(second)["task_id"]
+    assert second.headers.get("Idempotent-Replayed") == "true"
+    assert api.wait_for_state(first.json()["task_id"], {"SUCCESS"})["state"] == "SUCCESS"
+    time.sleep(1)
+    assert len(smtp.messages_to(to)) == 1
+    other = api.post("/api/send-email", {**payload, "subject": "different"}, headers=key)
+    assert_error(other, 422, "idempotency_key_reused", "Idempotency-Key")
+
+
+def test_concurrent_retries_with_one_key_enqueue_once(api: ApiServer, smtp: SMTPPeer) -> None:
+    to = f"race-{uuid.uuid4().hex[:8]}@example.test"
+    headers = {"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": f"race-{uuid.uuid4()}"}
+    payload = {"to": to, "subject": "race", "body": "one of many retries"}
+
+    def post(_: int) -> requests.Response:
+        return requests.post(api.url("/api/send-email"), json=payload, headers=headers, timeout=30)
+
+    with ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(post, range(6)))
+    statuses = sorted(response.status_code for response in responses)
+    assert set(statuses) <= {202, 409} and 202 in statuses, statuses
+    ids = {response.json()["task_id"] for response in responses if response.status_code == 202}
+    assert len(ids) == 1
+    for response in responses:
+        if response.status_code == 409:
+            assert_error(response, 409, "idempotency_in_progress")
+    api.wait_for_state(ids.pop(), {"SUCCESS"})
+    time.sleep(1)
+    assert len(smtp.messages_to(to)) == 1
+
+
+# -- errors: every class, one JSON shape ---------------------------------------------
+
+
+def test_error_400_malformed_json(api: ApiServer) -> None:
+    for raw in (b"{", b'{"to": NaN}', b"\xff\xfe{}"):
+        response = api.post("/api/send-email", data=raw, headers={"Content-Type": "application/json"})
+        assert_error(response, 400, "malformed_json")
+
+
+def test_error_401_missing_or_bad_token(api: ApiServer) -> None:
+    url = api.url("/api/send-email")
+    payload = {"to": "a@b.test", "subject": "s", "body": "b"}
+    missing = requests.post(url, json=payload, timeout=10)
+    assert_error(missing, 401, "unauthorized")
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    bad = requests.post(url, json=payload, headers={"Authorization": "Bearer wrong"}, timeout=10)
+    assert_error(bad, 401, "unauthorized")
+    assert_error(requests.get(api.url("/api/openapi.json"), timeout=10), 401, "unauthorized")
+    for open_path in ("/healthz", "/readyz", "/metrics", "/api/monitoring/health"):
+        assert requests.get(api.url(open_path), timeout=10).status_code == 200, open_path
+
+
+def test_error_404_unknown_route_and_unknown_task(api: ApiServer) -> None:
+    assert_error(api.get("/api/no-such-thing"), 404, "not_found")
+    assert_error(api.post("/api/tasks", {"task": "tasks.no_such_task"}), 404, "unknown_task", "task")
+    assert_error(api.post("/api/tasks", {"task": "celery.chord_unlock"}), 404, "unknown_task", "task")
+
+
+def test_error_405_wrong_method(api: ApiServer) -> None:
+    response = api.get("/api/send-email")
+    assert_error(response, 405, "method_not_allowed")
+    assert "POST" in response.headers["Allow"]
+
+
+def test_error_413_body_too_large(api: ApiServer) -> None:
+    huge = {"to": "a@b.test", "subject": "s", "body": "x" * 70_000}
+    assert_error(api.post("/api/send-email", huge), 413, "body_too_large")
+
+
+def test_error_415_wrong_content_type(api: ApiServer) -> None:
+    response = api.post("/api/send-email", data=b"to=a@b.test", headers={"Content-Type": "text/plain"})
+    assert_error(response, 415, "unsupported_media_type")
+
+
+def test_error_422_names_each_invalid_field(api: ApiServer) -> None:
+    assert_error(
+        api.post("/api/send-email", {"to": "not-an-address", "subject": "s", "body": "b"}),
+        422,
+        "validation_error",
+        "to",
+    )
+    assert_error(api.post("/api/send-email", {"to": "a@b.test", "subject": "s"}), 422, "validation_error", "body")
+    assert_error(api.post("/api/send-email", [1, 2]), 422, "validation_error", "body")
+    extra = {"to": "a@b.test", "subject": "s", "body": "b", "bcc": "x@y.test"}
+    assert_error(api.post("/api/send-email", extra), 422, "validation_error", "bcc")
+    assert_error(api.post("/api/generate-report", {"report_type": "nope"}), 422, "validation_error", "report_type")
+    assert_error(api.post("/api/process-data/1", {"rows": "10"}), 422, "validation_error", "rows")
+    wrong_args = {"task": "tasks.send_email", "args": ["only-one"]}
+    assert_error(api.post("/api/tasks", wrong_args), 422, "validation_error", "args")
+    late = {"task": "tasks.fetch_data", "args": [1], "countdown": 10**8}
+    assert_error(api.post("/api/tasks", late), 422, "validation_error", "countdown")
+    assert_error(
+        api.post("/api/tasks", {"task": "tasks.fetch_data", "queue": "nope"}), 422, "validation_error", "queue"
+    )
+    batch = {"tasks": [{"task": "tasks.fetch_data", "args": [1]}, {"task": "tasks.nope"}]}
+    assert_error(api.post("/api/tasks/batch", batch), 422, "unknown_task", "tasks.1.task")
+    assert_error(api.get("/api/task-status/" + "x" * 200), 422, "validation_error", "task_id")
+    bad_key = {"Idempotency-Key": "é"}
+    response = api.post("/api/send-email", {"to": "a@b.test", "subject": "s", "body": "b"}, headers=bad_key)
+    assert response.status_code in (400, 422), response.text
+
+
+# -- monitoring, probes, metrics -----------------------------------------------------
+
+
+def test_monitoring_reports_workers_queues_and_health(api: ApiServer, settings: Settings) -> None:
+    workers = api.get("/api/monitoring/workers").json()
+    pools = {worker["name"].split("@")[0] for worker in workers["workers"]}
+    assert {"high_priority", "email", "reports", "default"} <= pools, workers
+    assert all(worker["concurrency"] and worker["concurrency"] > 0 for worker in workers["workers"])
+    queues = api.get("/api/monitoring/queues").json()["queues"]
+    assert [queue["name"] for queue in queues] == ["high_priority", "email", "reports", "default"]
+    assert all(queue["consumers"] >= 1 and queue["dead_letter_queue"] == f"{queue['name']}.dlq" for queue in queues)
+    health = api.get("/api/monitoring/health")
+    assert health.status_code == 200 and health.json()["workers"] >= 4
+    assert api.get("/readyz").json() == {"status": "ready", "broker": True}
+
+
+def test_metrics_count_requests_by_route_template_and_published_tasks(api: ApiServer) -> None:
+    accepted(api.post("/api/process-data/12345", {"rows": 10}))
+    text = requests.get(api.url("/metrics"), timeout=10).text
+    assert 'route="/api/process-data/<int(max=2147483647):data_id>"' in text
+    assert "12345" not in text  # never the raw path
+    assert 'fleet_api_tasks_published_total{queue="default",task="tasks.process_data"}' in text
+    assert 'fleet_api_tasks_published_total{queue="high_priority",task="other"} 0.0' in text
+    assert "fleet_api_publish_duration_seconds_bucket" in text
+    counts = [
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith('fleet_api_tasks_published_total{queue="default",task="tasks.process_data"}')
+    ]
+    assert counts and counts[0] >= 1
+
+
+def test_production_refuses_to_serve_without_a_token(fleet_env: dict[str, str]) -> None:
+    env = {**fleet_env, "FLEET_ENV": "production", "FLEET_API_TOKEN": ""}
+    done = subprocess.run([FLEET, "api"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "FLEET_API_TOKEN must be set" in done.stderr
+
+
+def test_openapi_is_served_as_json(api: ApiServer) -> None:
+    document = api.get("/api/openapi.json").json()
+    assert document["openapi"].startswith("3.")
+    assert "/api/send-email" in document["paths"]
+    json.dumps(document)
