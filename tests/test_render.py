@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
+import sys
+import zipfile
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -293,3 +296,30 @@ def test_dockerfile_runs_fleet_as_non_root_in_exec_form_without_build_secrets() 
     build_args = " ".join(i for i in instructions if i.startswith(("ARG ", "ENV ")))
     assert not re.search(r"PASSWORD|TOKEN|SECRET|BROKER_URL|KEY", build_args, re.I), build_args
     assert not any("--mount=type=secret" in i or ".env" in i.split() for i in instructions)
+
+
+def test_the_image_build_context_makes_a_complete_fleet_wheel(tmp_path: Path) -> None:
+    """The files the Dockerfile copies are enough to build fleet with every module and the `fleet` command."""
+    context = tmp_path / "context"
+    context.mkdir()
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if not words or words[0] != "COPY" or any(w.startswith("--from") for w in words):
+            continue
+        *sources, destination = words[1:]
+        for source in sources:
+            target = context / destination / source if destination.endswith("/") else context / destination
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(ROOT / source, target)
+    wheels = tmp_path / "wheels"
+    argv = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), str(context)]
+    subprocess.run(argv, check=True, capture_output=True, timeout=300)
+    (wheel,) = wheels.glob("fleet-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
+    modules = {str(p.relative_to(ROOT)) for p in (ROOT / "fleet").rglob("*.py") if "__pycache__" not in p.parts}
+    assert modules | {"app.py", "queues.py", "routing.py"} <= names, sorted(modules - names)
+    assert "fleet = fleet.cli:main" in entry_points
