@@ -15,6 +15,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the pinned dependencies
 
+# Where `make run` keeps state, logs and supervisord's socket (FLEET_VAR_DIR if set).
+RUN_VAR_DIR = $(or $(FLEET_VAR_DIR),$(CURDIR)/var)
+
+run: install  ## the whole fleet (API, every pool, beat) under supervisord in the foreground; Ctrl-C stops it warmly
+	@bin/ensure-rabbitmq || { echo "make run: no broker, so no fleet (see above)." >&2; exit 1; }
+	@mkdir -p "$(RUN_VAR_DIR)/log"
+	@FLEET_VAR_DIR="$(RUN_VAR_DIR)" $(BIN)/fleet render supervisor --banner
+	@echo "starting supervisord (logs in $(RUN_VAR_DIR)/log) ..."
+	@FLEET_HOME="$(CURDIR)" FLEET_VAR_DIR="$(RUN_VAR_DIR)" exec $(BIN)/supervisord -c deploy/supervisor/fleet.conf
+
+render: install  ## render deploy/supervisor and deploy/k8s from the pool specs (commit the result)
+	$(BIN)/fleet render supervisor
+	$(BIN)/fleet render k8s
+
 broker:  ## make sure RabbitMQ answers (starts the local one if it is installed and down)
 	@bin/ensure-rabbitmq
 

@@ -122,6 +122,7 @@ def create_celery(settings: Settings | None = None) -> FleetCelery:
     app = FleetCelery(settings)
     app.config_from_object(celery_config(settings, registered=lambda: app.tasks))
     app.steps["consumer"].add(DeclareTopology)
+    app.steps["consumer"].add("fleet.health:Heartbeat")  # liveness/readiness files for probes
     app.set_current()
     app.set_default()
     # Import the task modules now so the router knows every registered name when
