@@ -16,6 +16,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the pinned dependencies
 
+# Where `make run` keeps state, logs and supervisord's socket (FLEET_VAR_DIR if set).
+RUN_VAR_DIR = $(or $(FLEET_VAR_DIR),$(CURDIR)/var)
+
+run: install  ## the whole fleet (API, every pool, beat) under supervisord in the foreground; Ctrl-C stops it warmly
+	@bin/ensure-rabbitmq || { echo "make run: no broker, so no fleet (see above)." >&2; exit 1; }
+	@mkdir -p "$(RUN_VAR_DIR)/log"
+	@FLEET_VAR_DIR="$(RUN_VAR_DIR)" $(BIN)/fleet render supervisor --banner
+	@echo "starting supervisord (logs in $(RUN_VAR_DIR)/log) ..."
+	@FLEET_HOME="$(CURDIR)" FLEET_VAR_DIR="$(RUN_VAR_DIR)" exec $(BIN)/supervisord -c deploy/supervisor/fleet.conf
+
+render: install  ## render deploy/supervisor and deploy/k8s from the pool specs (commit the result)
+	$(BIN)/fleet render supervisor
+	$(BIN)/fleet render k8s
+
 broker:  ## make sure RabbitMQ answers (starts the local one if it is installed and down)
 	@bin/ensure-rabbitmq
 
@@ -38,6 +52,24 @@ beat: install broker
 
 api: install broker
 	$(BIN)/fleet api
+
+BENCH_STAMP := $(VENV)/.bench-installed
+LIBRABBITMQ_VENV := bench/.venv-librabbitmq
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
+	touch $@
+
+# librabbitmq lives in its own venv: installed beside fleet it would be a loaded gun (docs/TRANSPORT.md).
+$(LIBRABBITMQ_VENV)/.installed: pyproject.toml
+	test -x $(LIBRABBITMQ_VENV)/bin/python || $(PYTHON) -m venv $(LIBRABBITMQ_VENV)
+	$(LIBRABBITMQ_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[bench-librabbitmq]' \
+		|| echo "librabbitmq-fork did not install; the transport scenario will say so"
+	touch $@
+
+bench: $(BENCH_STAMP) $(LIBRABBITMQ_VENV)/.installed broker  ## benchmarks, never part of make test: make bench [QUICK=1]
+	timeout 3600 $(BIN)/python -m bench $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 clean:
 	rm -rf var .pytest_cache

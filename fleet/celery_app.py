@@ -61,6 +61,10 @@ def celery_config(settings: Settings, registered: Callable[[], Container[str]]) 
     """
     return {
         "broker_url": settings.broker_url,
+        # Celery prefers a raw CELERY_BROKER_URL from the environment over broker_url; connections
+        # are made from these two, so they carry the py-amqp-pinned URL (fleet.transport).
+        "broker_read_url": settings.broker_url,
+        "broker_write_url": settings.broker_url,
         "broker_use_ssl": {"ca_certs": settings.broker_ca_file, "cert_reqs": 2} if settings.broker_ca_file else False,
         # Nothing lost on the way in: confirms, persistent messages, retry publishing.
         "broker_transport_options": {"confirm_publish": True},
@@ -119,6 +123,7 @@ def create_celery(settings: Settings | None = None) -> FleetCelery:
     app = FleetCelery(settings)
     app.config_from_object(celery_config(settings, registered=lambda: app.tasks))
     app.steps["consumer"].add(DeclareTopology)
+    app.steps["consumer"].add("fleet.health:Heartbeat")  # liveness/readiness files for probes
     app.set_current()
     app.set_default()
     # Import the task modules now so the router knows every registered name when

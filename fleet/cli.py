@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 
 from fleet.pools import POOLS, PoolError
@@ -88,6 +91,56 @@ def pools() -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+
+
+@main.command()
+@click.option("--liveness", "probe", flag_value="liveness", help="Pass while the worker's loop is alive.")
+@click.option("--readiness", "probe", flag_value="readiness", help="Pass while the worker is ready for tasks.")
+@click.option("--node", default=None, help="Check this Celery node only (default: every node under FLEET_VAR_DIR).")
+@click.option("--max-age", type=float, default=None, help="Seconds after which a heartbeat is stale.")
+def health(probe: str | None, node: str | None, max_age: float | None) -> None:
+    """Probe a worker from its health files (no Celery app, no broker: safe as a Kubernetes probe)."""
+    from fleet.health import DEFAULT_MAX_AGE, check, health_dir
+
+    if probe is None:
+        raise click.UsageError("choose --liveness or --readiness")
+    directory = health_dir(_settings().var_dir)
+    problems = check(directory, probe == "readiness", node, DEFAULT_MAX_AGE if max_age is None else max_age)
+    for problem in problems:
+        click.echo(problem, err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(f"{probe}: ok")
+
+
+@main.command()
+@click.argument("target", type=click.Choice(["supervisor", "k8s"]))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder to write (default: deploy/<target> under the current directory).",
+)
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if the folder differs from a fresh render.")
+@click.option("--banner", is_flag=True, help="Then print the API URL, metrics ports and a curl example.")
+def render(target: str, out: Path | None, check: bool, banner: bool) -> None:
+    """Render the supervisor config or the Kubernetes manifests from the pool specs."""
+    from fleet import render as renderer
+
+    out = out or Path("deploy") / target
+    rendered = renderer.RENDERERS[target]()
+    if check:
+        problems = renderer.drift(rendered, out)
+        for problem in problems:
+            click.echo(problem, err=True)
+        if problems:
+            raise click.ClickException(f"{out} is stale: run `fleet render {target}` and commit the result")
+        click.echo(f"{out}: up to date")
+    else:
+        for path in renderer.write(rendered, out):
+            click.echo(f"rendered {path}")
+    if banner:
+        click.echo(renderer.banner(_settings()))
 
 
 @main.group()

@@ -123,7 +123,11 @@ POOLS: dict[str, PoolSpec] = {
             replicas=1,
             memory_mb=256,
             cpu=1.0,
-            rationale="CPU-bound: one process per core (2 on the reference machine), short tasks amortise prefetch",
+            rationale=(
+                "CPU-bound: one process per core (2 on the reference machine), short tasks amortise prefetch; "
+                "bench.tune: prefetch 16, 2 processes x 1 child and threads were no faster (the worker's main "
+                "process, acking and feeding children, is the limit; docs/PERFORMANCE.md)"
+            ),
         ),
     )
 }

@@ -122,9 +122,9 @@ class Settings:
     publish_timeout: float = _env("FLEET_PUBLISH_TIMEOUT", "3", _positive_float)
     api_threads: int = _env("FLEET_API_THREADS", "8", _positive_int)
     api_max_batch: int = _env("FLEET_API_MAX_BATCH", "1000", _positive_int)
-    # countdown/eta cap: a worker holds a delayed task unacked until it runs, and
-    # RabbitMQ closes the channel of a consumer that holds one past consumer_timeout.
-    api_max_delay: float = _env("FLEET_API_MAX_DELAY", "900", _positive_float)
+    # countdown/eta cap for API clients: workers remember a revoke for 3 hours (Celery's
+    # REVOKE_EXPIRES), so a task due later could no longer be cancelled reliably.
+    api_max_delay: float = _env("FLEET_API_MAX_DELAY", "10800", _positive_float)
     api_inspect_timeout: float = _env("FLEET_API_INSPECT_TIMEOUT", "1", _positive_float)
     api_metrics_dir: str = _env("FLEET_API_METRICS_DIR", "")
 

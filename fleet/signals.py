@@ -50,8 +50,20 @@ def on_rejected(sender: Any = None, message: Any = None, exc: BaseException | No
     )
 
 
+#: Celery logs each task at INFO as received and again as succeeded; fleet's one line per
+#: outcome (above) carries the queue too. Quieting Celery's lines is the largest single
+#: throughput gain the benchmarks found (583 -> 952 tasks/s on the default pool).
+CELERY_PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
+
+
+def quiet_celery_per_task_lines(**_: Any) -> None:
+    for name in CELERY_PER_TASK_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
 def connect() -> None:
     """Connect the handlers; idempotent (each has a dispatch uid)."""
+    signals.after_setup_logger.connect(quiet_celery_per_task_lines, dispatch_uid="fleet.quiet", weak=False)
     signals.task_success.connect(on_success, dispatch_uid="fleet.success", weak=False)
     signals.task_retry.connect(on_retry, dispatch_uid="fleet.retry", weak=False)
     signals.task_failure.connect(on_failure, dispatch_uid="fleet.failure", weak=False)

@@ -78,6 +78,10 @@ def test_broker_stopped_answers_503_fast_and_recovers_without_restart(api: ApiSe
     timings.append(elapsed)
     ready = api.get("/readyz")
     assert ready.status_code == 503 and ready.json()["broker"] is False
+    for path in ("/api/monitoring/workers", "/api/monitoring/queues", "/api/monitoring/health"):
+        started = time.monotonic()
+        assert api.get(path).status_code == 503, path
+        assert time.monotonic() - started < BOUND, path
     print("503 latencies with the broker stopped (s):", " ".join(f"{t:.3f}" for t in timings))
 
     rabbit.start()

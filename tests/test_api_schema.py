@@ -29,7 +29,7 @@ from tests.support.broker import Vhost
 
 TOKEN = "schema-token-" + uuid.uuid4().hex
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-MAX_EXAMPLES = 50  # per operation and generation mode: keeps the run near a minute
+MAX_EXAMPLES = 40  # per operation and generation mode: keeps the run near a minute
 
 
 @pytest.fixture(scope="module")
@@ -105,14 +105,12 @@ def test_api_conforms_to_its_openapi_document(
 
 def test_every_route_is_documented(tmp_path: Path) -> None:
     app = create_app(load_settings({"FLEET_VAR_DIR": str(tmp_path)}))
-    served = set()
-    for rule in app.url_map.iter_rules():
-        path = rule.rule
-        for name in rule.arguments:
-            path = path.replace(f"<{rule._converters[name].__class__.__name__}", "<")  # noqa: SLF001
-        served |= {(method.lower(), _template(rule.rule)) for method in rule.methods - {"HEAD", "OPTIONS"}}
-    documented = {(op.method, op.path) for op in OPERATIONS}
-    assert served == documented
+    served = {
+        (method.lower(), _template(rule.rule))
+        for rule in app.url_map.iter_rules()
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    assert served == {(op.method, op.path) for op in OPERATIONS}
 
 
 def _template(rule: str) -> str:

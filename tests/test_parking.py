@@ -44,4 +44,4 @@ def test_countdown_beyond_the_hold_limit_is_parked_and_runs_once_when_due(
     assert finished - sent >= 22, "it did not run before its countdown"
     log = worker.log()
     assert f"parked task {result.id} for 16s" in log
-    assert log.count(f"Task tasks.fetch_data[{result.id}] succeeded") == 1
+    assert log.count(f"task succeeded: name=tasks.fetch_data id={result.id}") == 1

@@ -51,7 +51,7 @@ def test_bulk_emails_fan_out_with_progress(celery_app: FleetCelery, smtp: SMTPPe
     outcome = result.get(timeout=10)
     assert outcome["total"] == 1000 and len(set(outcome["task_ids"])) == 1000
     for address in (recipients[0], recipients[-1]):
-        smtp.wait_for(address)
+        smtp.wait_for(address, timeout=180)  # 1,000 SMTP sessions on a shared 2-core machine
 
 
 def test_process_data_reports_named_steps(celery_app: FleetCelery) -> None:

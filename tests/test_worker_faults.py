@@ -80,10 +80,10 @@ def test_time_limits_fire_and_the_child_is_replaced(
     inspect = private_app.control.inspect([node], timeout=5)
     try:
         before = inspect.stats()[node]["pool"]["processes"]
-        soft = private_app.send_task("tests.sleep", (5,), soft_time_limit=1, time_limit=4)
+        soft = private_app.send_task("tests.sleep", (10,), soft_time_limit=1, time_limit=30)
         with pytest.raises(Exception, match="SoftTimeLimitExceeded"):
             soft.get(timeout=30)
-        hard = private_app.send_task("tests.sleep", (5,), soft_time_limit=4, time_limit=1)
+        hard = private_app.send_task("tests.stubborn", (10,), soft_time_limit=1, time_limit=2)
         with pytest.raises(TimeLimitExceeded):
             hard.get(timeout=30)
         assert private_app.send_task("tests.sleep", (0,)).get(timeout=30) == 0
@@ -92,5 +92,5 @@ def test_time_limits_fire_and_the_child_is_replaced(
     finally:
         worker.stop()
     assert len(after) == 1 and after != before, "the hard limit killed the child and a new one replaced it"
-    assert worker.log().count(f"Hard time limit (1s) exceeded for tests.sleep[{hard.id}]") == 1, "never requeued"
+    assert worker.log().count(f"Hard time limit (2s) exceeded for tests.stubborn[{hard.id}]") == 1, "never requeued"
     assert sorted(dead) == sorted([soft.id, hard.id]), "both timed-out tasks are dead-lettered"

@@ -24,7 +24,7 @@ from kombu.exceptions import KombuError
 
 from fleet.api.body import field_error, raw_body
 from fleet.api.errors import ApiError, unavailable
-from fleet.api.idempotency import fingerprint
+from fleet.api.idempotency import Record, fingerprint
 from fleet.api.publisher import BrokerUnavailable, send_kwargs
 from fleet.api.schemas import Accepted, BatchAccepted, PublishOptions, TaskRequest
 from fleet.api.state import ApiState, api_state
@@ -71,7 +71,7 @@ def check_task(state: ApiState, name: str, args: list[Any], kwargs: dict[str, An
 
 
 def publish_options(state: ApiState, options: PublishOptions, field_prefix: str = "") -> dict[str, Any]:
-    """The ``apply_async`` options of a request, with delays capped below the broker's consumer_timeout."""
+    """The ``apply_async`` options of a request, with delays capped at FLEET_API_MAX_DELAY (cancellable)."""
     cap = state.settings.api_max_delay
     if options.countdown is not None and options.countdown > cap:
         raise field_error(f"{field_prefix}countdown", f"must be at most {cap:g} seconds (FLEET_API_MAX_DELAY)")
@@ -214,7 +214,7 @@ def idempotent(view: Callable[..., Response]) -> Callable[..., Response]:
     return wrapper
 
 
-def _replay(record: Any, print_: str) -> Response:
+def _replay(record: Record, print_: str) -> Response:
     if record.fingerprint != print_:
         raise ApiError(
             422,

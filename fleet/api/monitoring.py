@@ -10,11 +10,13 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from amqp.exceptions import AMQPError
 from flask import Blueprint, Response, jsonify
 from kombu import Producer
+from kombu.exceptions import KombuError
 
 from fleet.api.auth import open_route
-from fleet.api.errors import RETRY_AFTER, unavailable
+from fleet.api.errors import RETRY_AFTER, ApiError, unavailable
 from fleet.api.publisher import BrokerUnavailable
 from fleet.api.schemas import MonitoringHealth, QueueInfo, Queues, WorkerInfo, Workers
 from fleet.api.state import ApiState, api_state
@@ -23,19 +25,22 @@ from queues import WORK_QUEUES, dlq_name
 bp = Blueprint("monitoring", __name__)
 
 
-def _broker_up(state: ApiState) -> None:
-    """Fail fast with 503 when the broker is down: inspect would otherwise wait on Celery's pool."""
+def _ask(state: ApiState, command: str) -> dict[str, Any]:
+    """One remote-control broadcast (``inspect <command>``) on a connection of its own."""
     try:
-        state.publisher.ping()
+        with state.publisher.fresh_connection() as connection:
+            inspect = state.celery.control.inspect(timeout=state.settings.api_inspect_timeout, connection=connection)
+            return getattr(inspect, command)() or {}
     except BrokerUnavailable as exc:
         raise unavailable(f"RabbitMQ does not answer: {exc}") from None
+    except (OSError, AMQPError, KombuError) as exc:
+        raise unavailable(f"the broker connection failed while asking the workers: {exc!r}") from None
 
 
 def inspect_workers(state: ApiState) -> list[WorkerInfo]:
     """Ask every worker at once for stats, active and reserved tasks; whoever answers in time counts."""
-    inspect = state.celery.control.inspect(timeout=state.settings.api_inspect_timeout)
     with ThreadPoolExecutor(3) as pool:
-        stats, active, reserved = pool.map(lambda ask: ask() or {}, (inspect.stats, inspect.active, inspect.reserved))
+        stats, active, reserved = pool.map(lambda command: _ask(state, command), ("stats", "active", "reserved"))
     workers = []
     for name in sorted(set(stats) | set(active) | set(reserved)):
         pool_info: dict[str, Any] = stats.get(name, {}).get("pool") or {}
@@ -55,7 +60,6 @@ def inspect_workers(state: ApiState) -> list[WorkerInfo]:
 @bp.get("/api/monitoring/workers")
 def workers() -> Response:
     state = api_state()
-    _broker_up(state)
     found = inspect_workers(state)
     return jsonify(Workers(count=len(found), workers=found).model_dump(mode="json"))
 
@@ -90,11 +94,10 @@ def health() -> Response:
     """200 when the broker answers and at least one worker replies to ping; else 503."""
     state = api_state()
     try:
-        state.publisher.ping()
+        replies = _ask(state, "ping")
         broker = True
-    except BrokerUnavailable:
-        broker = False
-    replies = state.celery.control.ping(timeout=state.settings.api_inspect_timeout) if broker else []
+    except ApiError:
+        replies, broker = {}, False
     ok = broker and bool(replies)
     response = jsonify(
         MonitoringHealth(status="ok" if ok else "unavailable", workers=len(replies), broker=broker).model_dump()

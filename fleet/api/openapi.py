@@ -131,7 +131,7 @@ OPERATIONS: tuple[Operation, ...] = (
 )
 
 
-def _components(task_names: tuple[str, ...]) -> dict[str, Any]:
+def _components(task_names: tuple[str, ...], max_delay: float) -> dict[str, Any]:
     models: set[type[BaseModel]] = {s.Error}
     for op in OPERATIONS:
         models.update(model for model in (op.body, op.answer) if model is not None)
@@ -141,7 +141,10 @@ def _components(task_names: tuple[str, ...]) -> dict[str, Any]:
         ref_template="#/components/schemas/{model}",
     )
     components = top.get("$defs", {})
-    components["TaskRequest"]["properties"]["task"]["enum"] = list(task_names)  # what this fleet registers
+    # What this deployment accepts: its registered tasks, and delays up to FLEET_API_MAX_DELAY.
+    request = components["TaskRequest"]["properties"]
+    request["task"]["enum"] = list(task_names)
+    request["countdown"]["anyOf"][0]["maximum"] = max_delay
     return components
 
 
@@ -200,8 +203,8 @@ def _operation(op: Operation) -> dict[str, Any]:
 
 
 @cache
-def document(task_names: tuple[str, ...]) -> dict[str, Any]:
-    """The document for a fleet registering ``task_names`` (the generic enqueue accepts exactly those)."""
+def document(task_names: tuple[str, ...], max_delay: float) -> dict[str, Any]:
+    """The document for a fleet registering ``task_names`` and capping delays at ``max_delay`` seconds."""
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method] = _operation(op)
@@ -220,7 +223,7 @@ def document(task_names: tuple[str, ...]) -> dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {
-            "schemas": _components(task_names),
+            "schemas": _components(task_names, max_delay),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
@@ -228,4 +231,5 @@ def document(task_names: tuple[str, ...]) -> dict[str, Any]:
 
 @bp.get("/api/openapi.json")
 def openapi_json() -> Response:
-    return jsonify(document(tuple(sorted(api_state().public_tasks))))
+    state = api_state()
+    return jsonify(document(tuple(sorted(state.public_tasks)), state.settings.api_max_delay))

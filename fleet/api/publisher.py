@@ -121,6 +121,14 @@ class ConfirmingPublisher:
 
         self.run(check)
 
+    def fresh_connection(self) -> Connection:
+        """A new bounded, connected connection for one-off broker work (remote control); caller closes it.
+
+        Celery's own pooled connections negotiate heartbeats nothing services in the API, so
+        the broker drops them when idle; these have none and are used once.
+        """
+        return self._connect(self.timeout, declare=False)
+
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
@@ -162,7 +170,7 @@ class ConfirmingPublisher:
     def _discard(self, pooled: _Pooled) -> None:
         _drop(pooled.connection)
 
-    def _connect(self, timeout: float) -> Connection:
+    def _connect(self, timeout: float, declare: bool = True) -> Connection:
         step = max(timeout, MIN_STEP)
         connection = self.app.connection_for_write(
             connect_timeout=step,
@@ -174,7 +182,8 @@ class ConfirmingPublisher:
         try:
             # One attempt: connect() would retry after kombu's 2 s interval, the caller retries instead.
             connection.ensure_connection(max_retries=0, reraise_as_library_errors=False)
-            declare_topology(connection, self.queue_type, self.delivery_limit)
+            if declare:
+                declare_topology(connection, self.queue_type, self.delivery_limit)
         except BaseException:
             _drop(connection)
             raise

@@ -8,6 +8,7 @@ import time
 
 import redis
 from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from tests.support.ledger import REDIS_URL, Ledger
 
@@ -39,4 +40,16 @@ def poison(self: Task, ledger: str) -> None:
 @shared_task(name="tests.sleep")
 def sleep(seconds: float) -> float:
     time.sleep(seconds)
+    return seconds
+
+
+@shared_task(name="tests.stubborn")
+def stubborn(seconds: float) -> float:
+    """Ignore the soft time limit (as code stuck in C would), so only the hard limit stops it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(deadline - time.monotonic())
+        except SoftTimeLimitExceeded:
+            pass
     return seconds

@@ -1,0 +1,142 @@
+"""What every scenario shares: sizes, a private vhost, process start-up, repeats, progress."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kombu import Connection
+
+from bench.probe import PROBE_ENV, Probe
+from tests.support.broker import Vhost
+from tests.support.processes import FleetProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+_T0 = time.monotonic()
+
+
+def say(message: str) -> None:
+    """Progress on stderr, stamped with the time since the run started."""
+    print(f"[{time.monotonic() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work a run does; QUICK=1 keeps the whole run near two minutes."""
+
+    tasks: int  # per repeat of a throughput scenario
+    warmup: int
+    repeats: int
+    flood: int  # backlog per flooded queue
+    probes: int  # high_priority tasks sent during the flood
+    raw_publishes: int  # unconfirmed raw publishes per repeat
+    confirmed_publishes: int  # one-by-one confirmed publishes per repeat
+    api_seconds: int
+    timeout: float = 180.0
+
+
+QUICK = Sizes(
+    tasks=2000, warmup=300, repeats=3, flood=10_000, probes=200, raw_publishes=10_000, confirmed_publishes=600,
+    api_seconds=4,
+)  # fmt: skip
+FULL = Sizes(
+    tasks=10_000, warmup=1000, repeats=5, flood=10_000, probes=1000, raw_publishes=40_000, confirmed_publishes=2000,
+    api_seconds=15,
+)  # fmt: skip
+
+
+@dataclass
+class Bench:
+    """One `make bench` run: its sizes, scratch directory and environment overrides."""
+
+    sizes: Sizes
+    work: Path
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    running: list[FleetProcess] = field(default_factory=list)
+
+    @contextmanager
+    def vhost(self) -> Iterator[Vhost]:
+        """A fresh private vhost, removed with everything in it afterwards."""
+        vhost = Vhost().create()
+        try:
+            yield vhost
+        finally:
+            vhost.delete()
+
+    def probe(self, name: str) -> Probe:
+        return Probe(self.work / f"{name}.probe")
+
+    def env(self, vhost: Vhost, probe: Probe, **extra: str) -> dict[str, str]:
+        """The environment of a benchmark process: the vhost, the probe file, `bench` importable."""
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("FLEET_", "CELERY_"))}
+        env.update(
+            PYTHONPATH=str(ROOT),
+            PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+            BENCH_BROKER_URL=vhost.url,
+            CELERY_BROKER_URL=vhost.url,
+            FLEET_VAR_DIR=str(self.work / f"var-{probe.path.stem}"),
+            FLEET_TASK_MODULES="bench.tasks",
+            **{PROBE_ENV: str(probe.path)},
+        )
+        env.update(extra)
+        env.update(self.overrides)
+        return env
+
+    def start(self, name: str, argv: list[str], env: Mapping[str, str], ready: str | None = None) -> FleetProcess:
+        """Start a process with its output in the run's log directory; wait for ``ready`` in its log."""
+        process = FleetProcess(argv, env, self.work / "log" / f"{name}.log").start()
+        self.running.append(process)
+        if ready:
+            process.wait_for_log(ready, timeout=120)
+        return process
+
+    def alive(self) -> None:
+        """Raise if a process this run started has died (with the end of its log)."""
+        for process in self.running:
+            if process.proc is not None and process.proc.poll() is not None and process.proc.returncode not in (0,):
+                raise RuntimeError(f"{process.argv} exited with {process.proc.returncode}:\n{process.log()[-2000:]}")
+
+    def stop_all(self) -> None:
+        for process in self.running:
+            process.stop()
+        self.running.clear()
+
+
+def purge(url: str, queue: str) -> None:
+    with Connection(url) as connection:
+        connection.default_channel.queue_purge(queue)
+
+
+def median_of(runs: list[float]) -> float:
+    return statistics.median(runs) if runs else float("nan")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile (no interpolation, so p99 is a latency that really happened)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+def repeat(name: str, times: int, once: Callable[[int], float], unit: str = "tasks/s") -> list[float]:
+    """Run ``once(i)`` ``times`` times, saying each figure as it comes."""
+    figures = []
+    for i in range(times):
+        figure = once(i)
+        figures.append(figure)
+        say(f"{name}: repeat {i + 1}/{times}: {figure:,.0f} {unit}")
+    return figures
+
+
+def summary(runs: list[float], key: str = "tasks_per_s", **extra: Any) -> dict[str, Any]:
+    """A scenario's result: the median under ``key``, every repeat kept beside it."""
+    return {key: round(median_of(runs), 1), "runs": [round(r, 1) for r in runs], **extra}

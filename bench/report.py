@@ -1,0 +1,167 @@
+"""Turning one run's figures into latest.json, latest.png and the table in docs/PERFORMANCE.md."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from bench.harness import ROOT
+
+RESULTS = ROOT / "bench" / "results"
+PERFORMANCE_MD = ROOT / "docs" / "PERFORMANCE.md"
+TABLE_START = "<!-- bench:table:start (written by make bench; edit bench/report.py, not this table) -->"
+TABLE_END = "<!-- bench:table:end -->"
+
+#: ratio -> (goal, "at least" or "at most", what it compares)
+GOALS: dict[str, tuple[float, str, str]] = {
+    "fleet_vs_celery_defaults": (2.0, "at least", "fleet end to end / celery_defaults end to end"),
+    "fleet_vs_dramatiq": (1.0, "at least", "fleet end to end / dramatiq end to end"),
+    "fleet_vs_ceiling": (0.6, "at least", "fleet end to end / raw py-amqp end to end (moonshot)"),
+    "batch_vs_ceiling": (0.8, "at least", "publish_many (batches of 1000) / raw py-amqp confirmed publish"),
+    "api_vs_naive": (1.0, "at least", "fleet API confirmed enqueues/s / naive Flask + delay() requests/s"),
+    "metrics_overhead": (0.05, "at most", "1 - fleet with metrics on / off"),
+}
+
+
+def _get(results: dict[str, Any], path: str) -> float | None:
+    value: Any = results
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value if isinstance(value, int | float) and not math.isnan(value) else None
+
+
+def _ratio(results: dict[str, Any], top: str, bottom: str) -> float | None:
+    a, b = _get(results, top), _get(results, bottom)
+    return round(a / b, 3) if a is not None and b else None
+
+
+def ratios(results: dict[str, Any]) -> dict[str, float | None]:
+    return {
+        "fleet_vs_celery_defaults": _ratio(results, "fleet.tasks_per_s", "celery_defaults.tasks_per_s"),
+        "fleet_vs_dramatiq": _ratio(results, "fleet.tasks_per_s", "dramatiq.tasks_per_s"),
+        "fleet_vs_ceiling": _ratio(results, "fleet.tasks_per_s", "ceiling_raw_amqp.tasks_per_s"),
+        "api_vs_naive": _ratio(results, "api_enqueue.requests_per_s", "api_enqueue.naive.requests_per_s"),
+        "batch_vs_ceiling": _ratio(results, "transport.publish_many_per_s", "ceiling_raw_amqp.publish_per_s"),
+        "metrics_overhead": _get(results, "metrics_overhead.overhead"),
+    }
+
+
+def build(results: dict[str, Any], facts: dict[str, Any], partial: bool) -> dict[str, Any]:
+    return {"machine": facts, "scenarios": results, "ratios": ratios(results), "partial": partial}
+
+
+def as_json(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, sort_keys=False, default=str) + "\n"
+
+
+def headline(result: dict[str, Any]) -> str:
+    """One line for the progress output."""
+    if result.get("status") != "measured":
+        return f"{result.get('status')}: {result.get('error') or result.get('reason', '')}"
+    parts = []
+    for key in ("tasks_per_s", "requests_per_s", "publish_many_per_s", "p50_ms", "p99_ms", "overhead"):
+        if key in result and result[key] is not None:
+            parts.append(f"{key}={result[key]:,}")
+    return ", ".join(parts) or "measured"
+
+
+def write(document: dict[str, Any]) -> list[Path]:
+    """A full run writes latest.*; a partial one (--only) writes partial.json and leaves the rest."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if document["partial"]:
+        path = RESULTS / "partial.json"
+        path.write_text(as_json(document))
+        return [path]
+    (RESULTS / "latest.json").write_text(as_json(document))
+    from bench.chart import draw
+
+    draw(document, RESULTS / "latest.png")
+    write_table(document)
+    return [RESULTS / "latest.json", RESULTS / "latest.png", PERFORMANCE_MD]
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.0f}{unit}" if value >= 100 else f"{value:,.2f}{unit}"
+
+
+#: (scenario, label, json path under the scenario, unit)
+ROWS: tuple[tuple[str, str, str, str], ...] = (
+    ("ceiling_raw_amqp", "raw py-amqp, end to end (publish + consume at once)", "tasks_per_s", "/s"),
+    ("ceiling_raw_amqp", "raw py-amqp, confirmed publish (window 1000)", "publish_per_s", "/s"),
+    ("ceiling_raw_amqp", "raw py-amqp, drain (consumer acking each)", "drain_per_s", "/s"),
+    ("transport", "kombu + py-amqp, unconfirmed publish", "pyamqp_unconfirmed_per_s", "/s"),
+    ("transport", "kombu + py-amqp, confirmed one by one", "pyamqp_confirmed_per_s", "/s"),
+    ("transport", "fleet publish_many, batches of 1000", "publish_many_per_s", "/s"),
+    ("transport", "fleet publish_many, batches of 100 (bulk email fan-out)", "publish_many_100_per_s", "/s"),
+    ("transport", "kombu + librabbitmq, unconfirmed publish", "librabbitmq_unconfirmed_per_s", "/s"),
+    ("celery_defaults", "plain Celery defaults, end to end", "tasks_per_s", "/s"),
+    ("celery_defaults", "plain Celery defaults, drain", "drain.tasks_per_s", "/s"),
+    ("dramatiq", "Dramatiq defaults, end to end", "tasks_per_s", "/s"),
+    ("fleet", "fleet `default` pool, end to end", "tasks_per_s", "/s"),
+    ("fleet", "fleet `default` pool, drain", "drain.tasks_per_s", "/s"),
+    ("metrics_overhead", "fleet end to end, metrics off", "off.tasks_per_s", "/s"),
+    ("metrics_overhead", "fleet end to end, metrics on", "on.tasks_per_s", "/s"),
+    ("priority_under_flood", "high_priority enqueue-to-start p50 under flood", "p50_ms", " ms"),
+    ("priority_under_flood", "high_priority enqueue-to-start p99 under flood", "p99_ms", " ms"),
+    ("api_enqueue", "fleet API (gunicorn), confirmed enqueues", "requests_per_s", "/s"),
+    ("api_enqueue", "fleet API p50 / p99", "p50_ms", " ms"),
+    ("api_enqueue", "fleet API batch endpoint, confirmed tasks", "batch.tasks_per_s", "/s"),
+    ("api_enqueue", "naive Flask + delay() (gunicorn), requests", "naive.requests_per_s", "/s"),
+)
+
+
+def _cell(results: dict[str, Any], scenario: str, path: str, unit: str) -> str:
+    result = results.get(scenario)
+    if result is None:
+        return "not run"
+    if result.get("status") != "measured":
+        return f"{result.get('status')}"
+    value = _cell_value(result, path, unit)
+    if path == "p50_ms" and scenario == "api_enqueue":
+        value += f" / {_fmt(_get(result, 'p99_ms'), ' ms')}"
+    return value
+
+
+def _cell_value(result: dict[str, Any], path: str, unit: str) -> str:
+    value = _get(result, path)
+    if value is None:
+        reason = result.get(path.split(".")[0].removesuffix("_per_s") + "_reason") or ""
+        return f"— {reason}".strip()
+    return _fmt(value, unit)
+
+
+def table(document: dict[str, Any]) -> str:
+    results, facts = document["scenarios"], document["machine"]
+    lines = [
+        f"Run: {facts['when']}, commit {facts['commit']}, `{facts['run']}` sizes, {facts['cores']} cores "
+        f"({facts['cpu']}), RabbitMQ {facts['rabbitmq'].get('version')}, Python {facts['python']}, "
+        f"Celery {facts['packages'].get('celery')}, kombu {facts['packages'].get('kombu')}, "
+        f"amqp {facts['packages'].get('amqp')}, Dramatiq {facts['packages'].get('dramatiq')}; "
+        f"load average at the end {facts['load_average_end']}. Medians of {facts['sizes']['repeats']} repeats.",
+        "",
+        "| scenario | figure | median |",
+        "| --- | --- | --- |",
+    ]
+    for scenario, label, path, unit in ROWS:
+        lines.append(f"| {scenario} | {label} | {_cell(results, scenario, path, unit)} |")
+    lines += ["", "| ratio | measured | goal | met | compares |", "| --- | --- | --- | --- | --- |"]
+    for name, value in document["ratios"].items():
+        goal, sense, what = GOALS[name]
+        met = "—" if value is None else ("yes" if (value >= goal if sense == "at least" else value <= goal) else "no")
+        lines.append(f"| {name} | {_fmt(value)} | {sense} {goal:g} | {met} | {what} |")
+    return "\n".join(lines)
+
+
+def write_table(document: dict[str, Any]) -> None:
+    text = PERFORMANCE_MD.read_text() if PERFORMANCE_MD.exists() else f"# Performance\n\n{TABLE_START}\n{TABLE_END}\n"
+    head, found, rest = text.partition(TABLE_START)
+    if not found:
+        head, rest = text.rstrip() + "\n\n", f"\n{TABLE_END}\n"
+    _, _, tail = rest.partition(TABLE_END)
+    PERFORMANCE_MD.write_text(f"{head}{TABLE_START}\n{table(document)}\n{TABLE_END}{tail}")

@@ -1,0 +1,146 @@
+"""api_enqueue: confirmed enqueues through fleet's API under gunicorn, against the naive endpoint.
+
+Load comes from wrk over loopback (bounded: fixed connections, fixed seconds).
+fleet: ``POST /api/tasks`` (answers 202 only after RabbitMQ confirmed) and
+``POST /api/tasks/batch`` with 100 tasks a request. Naive: the Celery + Flask
+guide's ``delay()`` endpoint (no confirms), under the same gunicorn worker and
+thread counts. Nothing consumes; the queues are purged after each figure.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench.harness import Bench, purge, say
+from bench.scenarios.fleet import fleet_app
+from fleet.settings import load_settings
+from tests.support.broker import queue_depth
+from tests.support.peers import free_port
+
+CONNECTIONS = 16
+WRK_THREADS = 2
+BATCH = 100
+
+
+def available() -> str | None:
+    """Why the scenario cannot run yet, or None."""
+    if importlib.util.find_spec("fleet.api") is None:
+        return "fleet's API (POST /api/tasks, /api/tasks/batch) is not in this tree yet"
+    return None
+
+
+def run(bench: Bench) -> dict[str, Any]:
+    reason = available()
+    if reason:
+        return {"status": "pending", "reason": reason, "requests_per_s": None}
+    with bench.vhost() as vhost:
+        probe = bench.probe("api_enqueue")
+        port = free_port()
+        env = bench.env(vhost, probe, FLEET_API_BIND=f"127.0.0.1:{port}")
+        settings = load_settings(env)
+        fleet_app(env).close()  # topology declared before the first request
+        base = f"http://127.0.0.1:{port}"
+        bench.start("api", ["fleet", "api"], env)
+        _wait_http(bench, f"{base}/healthz")
+        one = _task_body(0.0)
+        single = _wrk(bench, "api-single", f"{base}/api/tasks", one)
+        _check_queued(vhost.url, single, per_request=1)
+        batch = _wrk(bench, "api-batch", f"{base}/api/tasks/batch", {"tasks": [one] * BATCH})
+        _check_queued(vhost.url, batch, per_request=BATCH)
+        bench.stop_all()
+
+        naive_port = free_port()
+        argv = ["gunicorn", "--bind", f"127.0.0.1:{naive_port}", "--workers", str(settings.api_workers)]
+        argv += ["--threads", str(getattr(settings, "api_threads", 1)), "bench.apps.naive_api:create_app()"]
+        bench.start("naive-api", argv, env)
+        _wait_http(bench, f"http://127.0.0.1:{naive_port}/tasks", method="POST")
+        naive = _wrk(bench, "naive", f"http://127.0.0.1:{naive_port}/tasks", {"sent_at": 0.0})
+        bench.stop_all()
+    return {
+        "requests_per_s": single["requests_per_s"],
+        "p50_ms": single["p50_ms"],
+        "p99_ms": single["p99_ms"],
+        "non_2xx": single["non_2xx"],
+        "batch": {**batch, "tasks_per_s": round(batch["requests_per_s"] * BATCH, 1), "tasks_per_request": BATCH},
+        "naive": naive,
+        "load": {"connections": CONNECTIONS, "wrk_threads": WRK_THREADS, "seconds": bench.sizes.api_seconds},
+        "gunicorn": {"workers": settings.api_workers, "threads": getattr(settings, "api_threads", 1)},
+    }
+
+
+def _task_body(sent_at: float) -> dict[str, Any]:
+    return {"task": "bench.noop", "args": [sent_at]}
+
+
+def _wait_http(bench: Bench, url: str, method: str = "GET", timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        bench.alive()
+        try:
+            if requests.request(method, url, json={}, timeout=2).status_code < 500:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout:g}s")
+
+
+def _wrk(bench: Bench, name: str, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """wrk for ``api_seconds`` after a short warm-up; requests/s and latency percentiles."""
+    script = bench.work / f"{name}.lua"
+    script.write_text(
+        f'wrk.method = "POST"\nwrk.body = [[{json.dumps(body)}]]\nwrk.headers["Content-Type"] = "application/json"\n'
+    )
+    _run_wrk(script, url, 1)  # warm-up: connections, gunicorn threads, the publisher's channel
+    result = _run_wrk(script, url, bench.sizes.api_seconds)
+    say(f"api_enqueue {name}: {result['requests_per_s']:,.0f} requests/s, p50 {result['p50_ms']} ms, "
+        f"p99 {result['p99_ms']} ms, non-2xx {result['non_2xx']}")  # fmt: skip
+    return result
+
+
+def _run_wrk(script: Path, url: str, seconds: int) -> dict[str, Any]:
+    argv = ["wrk", f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    return parse_wrk(done.stdout)
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def parse_wrk(output: str) -> dict[str, Any]:
+    """Requests/s, total requests, non-2xx count and p50/p99 (ms) from ``wrk --latency`` output."""
+
+    def latency(percent: str) -> float:
+        match = re.search(rf"^\s*{percent}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+        return round(float(match.group(1)) * _UNITS[match.group(2)], 2) if match else float("nan")
+
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    total = re.search(r"(\d+) requests in", output)
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    errors = re.search(r"Socket errors:(.*)", output)
+    return {
+        "requests_per_s": round(float(rate.group(1)), 1) if rate else None,
+        "requests": int(total.group(1)) if total else None,
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": errors.group(1).strip() if errors else "",
+    }
+
+
+def _check_queued(url: str, result: dict[str, Any], per_request: int) -> None:
+    """Every 202 was a confirmed message: the queue holds at least that many (warm-up adds some)."""
+    accepted = (result["requests"] or 0) - result["non_2xx"]
+    depth = queue_depth(url, "default")[0]
+    result["queued"] = depth
+    if depth < accepted * per_request:
+        raise RuntimeError(f"{accepted * per_request} tasks accepted but only {depth} in the queue")
+    purge(url, "default")

@@ -1,0 +1,51 @@
+"""`python -m bench.tune`: the fleet scenario under pool variants, interleaved, medians side by side.
+
+How fleet.pools' numbers for `default` were chosen. Variants run in turn, round
+after round, so a shared machine's drift hits them all alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from bench.harness import FULL, QUICK, Bench, median_of, say
+from bench.scenarios.fleet import measure
+
+P = "FLEET_POOL_DEFAULT_"
+NO_RECYCLING = {f"{P}MAX_TASKS_PER_CHILD": "0", f"{P}MAX_MEMORY_PER_CHILD_KB": "0"}
+VARIANTS: dict[str, dict[str, str]] = {
+    "as specified": {},
+    "prefetch 16": {f"{P}PREFETCH_MULTIPLIER": "16"},
+    "2 processes x 1 child": {f"{P}REPLICAS": "2", f"{P}CONCURRENCY": "1"},
+    "2 processes x 1 child, prefetch 16": {
+        f"{P}REPLICAS": "2",
+        f"{P}CONCURRENCY": "1",
+        f"{P}PREFETCH_MULTIPLIER": "16",
+    },
+    "threads x 2": {f"{P}POOL": "threads", **NO_RECYCLING},
+    "log level warning": {"FLEET_LOG_LEVEL": "warning"},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--only", default="", help="comma-separated variant names")
+    args = parser.parse_args()
+    chosen = [v.strip() for v in args.only.split(",") if v.strip()] or list(VARIANTS)
+    bench = Bench(sizes=QUICK if args.quick else FULL, work=Path(tempfile.mkdtemp(prefix="fleet-tune-")))
+    runs: dict[str, list[float]] = {name: [] for name in chosen}
+    for round_ in range(args.rounds):
+        for name in chosen if round_ % 2 == 0 else chosen[::-1]:
+            say(f"round {round_ + 1}/{args.rounds}: {name}")
+            runs[name] += measure(bench, "tune", VARIANTS[name], with_drain=False)["runs"]
+    print(f"{'variant':40} {'median tasks/s':>15}  runs")
+    for name in chosen:
+        print(f"{name:40} {median_of(runs[name]):15,.0f}  {', '.join(f'{r:,.0f}' for r in runs[name])}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""A fleet run by a real supervisord from the rendered config, and a Celery client for another vhost."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from celery import _state
+
+from fleet.celery_app import FleetCelery, create_celery
+from fleet.render import SUPERVISOR_FILE
+from fleet.settings import load_settings
+from tests.support.processes import FleetProcess
+
+BIN = Path(sys.executable).parent
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """This process's environment without fleet/Celery settings, plus ``settings``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("FLEET_", "CELERY_"))}
+    env.update(settings)
+    return env
+
+
+@contextmanager
+def celery_client(env: Mapping[str, str]) -> Iterator[FleetCelery]:
+    """A fleet Celery app for ``env``'s broker and results, leaving the test session's current app as it was."""
+    previous = _state.get_current_app()
+    app = create_celery(load_settings(env))
+    try:
+        yield app
+    finally:
+        app.close()
+        previous.set_current()
+        previous.set_default()
+
+
+class Supervisor:
+    """``supervisord``/``supervisorctl`` on a checkout's rendered config (FLEET_HOME, FLEET_VAR_DIR in ``env``)."""
+
+    def __init__(self, home: Path, env: Mapping[str, str]) -> None:
+        self.conf = home / "deploy" / "supervisor" / SUPERVISOR_FILE
+        self.env = dict(env)
+        self.var = Path(self.env["FLEET_VAR_DIR"])
+        argv = [str(BIN / "supervisord"), "-c", str(self.conf)]
+        self.process = FleetProcess(argv, self.env, self.var / "supervisord.out")
+
+    def start(self) -> Supervisor:
+        (self.var / "log").mkdir(parents=True, exist_ok=True)
+        self.process.start()
+        return self
+
+    def ctl(self, *args: str, timeout: float = 700) -> subprocess.CompletedProcess[str]:
+        argv = [str(BIN / "supervisorctl"), "-c", str(self.conf), *args]
+        return subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def states(self) -> dict[str, str]:
+        """``group:process`` -> state, e.g. ``{"fleet:email-0": "RUNNING"}`` (empty while not answering)."""
+        lines = self.ctl("status", timeout=30).stdout.splitlines()
+        return {parts[0]: parts[1] for parts in (line.split() for line in lines) if len(parts) >= 2 and ":" in parts[0]}
+
+    def wait_running(self, expected: int, timeout: float = 120) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            states = self.states()
+            if len(states) == expected and set(states.values()) == {"RUNNING"}:
+                return states
+            assert self.process.proc is not None and self.process.proc.poll() is None, self.log()[-3000:]
+            assert time.monotonic() < deadline, f"not all RUNNING within {timeout}s: {states}\n{self.log()[-3000:]}"
+            time.sleep(0.5)
+
+    def log(self) -> str:
+        path = self.var / "log" / "supervisord.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def program_log(self, process: str) -> str:
+        path = self.var / "log" / f"{process}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self, timeout: float = 120) -> int | None:
+        """TERM to supervisord: every program gets its warm stop; KILL the group if it hangs."""
+        return self.process.stop(timeout)
+
+
+def wait_http_ok(url: str, timeout: float) -> float:
+    """Seconds until ``url`` answers 200."""
+    started = time.monotonic()
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return time.monotonic() - started
+        except OSError:
+            pass
+        assert time.monotonic() - started < timeout, f"{url} did not answer 200 within {timeout}s"
+        time.sleep(0.3)
+
+
+def free_port_block(size: int) -> int:
+    """The first of ``size`` consecutive TCP ports nothing listens on (for per-process metrics ports)."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000)
+        sockets = []
+        try:
+            for port in range(base, base + size):
+                probe = socket.socket()
+                sockets.append(probe)
+                probe.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for probe in sockets:
+                probe.close()
+    raise RuntimeError("no free block of ports")
