@@ -103,7 +103,9 @@ class WorkerCollector:
 class WorkerExporter:
     """Serves ``/metrics`` for one worker and keeps its metrics directory bounded."""
 
-    def __init__(self, directory: Path, identity: WorkerIdentity, controller: Any, connect_broker: Any) -> None:
+    def __init__(
+        self, directory: Path, identity: WorkerIdentity, controller: Any, connect_broker: Callable[[], Any]
+    ) -> None:
         self.directory = directory
         self.identity = identity
         self.controller = controller
