@@ -133,7 +133,8 @@ def create_celery(settings: Settings | None = None) -> FleetCelery:
     from fleet.metrics import setup as metrics
 
     signals.connect()
-    metrics.connect(app)
+    if settings.metrics_enabled:
+        metrics.connect(app)
     return app
 
 

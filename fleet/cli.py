@@ -47,7 +47,8 @@ def worker(pool: str, index: int | None, pool_kind: str | None, **flags: str | N
     except PoolError as exc:
         raise click.ClickException(str(exc)) from None
     node = node_name(spec, index)
-    metrics.launch(settings, spec, node, index)  # before anything imports prometheus_client
+    if settings.metrics_enabled:
+        metrics.launch(settings, spec, node, index)  # before anything imports prometheus_client
     from fleet.celery_app import create_celery
 
     run_worker(create_celery(settings), spec, node)

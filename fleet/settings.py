@@ -135,6 +135,8 @@ class Settings:
     # Observability.
     metrics_port: int = _env("FLEET_METRICS_PORT", "9808", _port)
     metrics_addr: str = _env("FLEET_METRICS_ADDR", "0.0.0.0")
+    #: Off only to measure what metrics cost (the bench's metrics_overhead scenario).
+    metrics_enabled: bool = _env("FLEET_METRICS_ENABLED", "1", _bool)
     #: Parent of each worker's prometheus-client multiprocess directory (default: var/metrics).
     metrics_dir_base: str = _env("FLEET_METRICS_DIR", "")
 

@@ -15,6 +15,7 @@ import pytest
 from fleet.celery_app import FleetCelery, create_celery
 from fleet.pools import POOLS
 from fleet.settings import ROOT, Settings, load_settings
+from tests.support.apps import app_for
 from tests.support.broker import Vhost
 from tests.support.ledger import Ledger
 from tests.support.peers import HTTPPeer, SMTPPeer, free_port_block
@@ -119,9 +120,5 @@ def private_env(fleet_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str,
 @pytest.fixture
 def private_app(private_env: dict[str, str], celery_app: FleetCelery) -> Iterator[FleetCelery]:
     """A Celery app on ``private_env``; the run's app is current again afterwards."""
-    app = create_celery(load_settings(private_env))
-    try:
+    with app_for(private_env) as app:
         yield app
-    finally:
-        celery_app.set_current()
-        celery_app.set_default()

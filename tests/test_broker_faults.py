@@ -7,38 +7,27 @@ node is never touched.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from fleet.celery_app import FleetCelery, create_celery
+from fleet.celery_app import FleetCelery
 from fleet.publish import publish_many
-from fleet.settings import load_settings
+from tests.support.apps import app_for
 from tests.support.disposable_rabbit import DisposableRabbit
 from tests.support.ledger import Ledger
 from tests.support.processes import FLEET, FleetProcess, start_worker
-
-
-@pytest.fixture
-def restore_app(celery_app: FleetCelery) -> Iterator[None]:
-    yield
-    celery_app.set_current()
-    celery_app.set_default()
 
 
 def _env_on(node: DisposableRabbit, base_env: dict[str, str], tmp_path: Path, **extra: str) -> dict[str, str]:
     return {**base_env, "CELERY_BROKER_URL": node.url, "FLEET_VAR_DIR": str(tmp_path / "var"), **extra}
 
 
-@pytest.mark.usefixtures("restore_app")
 def test_broker_killed_and_restarted_with_2000_confirmed_tasks_queued(
     fleet_env: dict[str, str], tmp_path: Path, ledger: Ledger, log_dir: Path
 ) -> None:
     with DisposableRabbit() as node:
         env = _env_on(node, fleet_env, tmp_path)
-        app = create_celery(load_settings(env))
-        accepted = publish_many(app, [("tests.record", (ledger.key, 0.005), {}) for _ in range(2000)], timeout=60)
+        with app_for(env) as app:
+            accepted = publish_many(app, [("tests.record", (ledger.key, 0.005), {}) for _ in range(2000)], timeout=60)
         worker = start_worker("default", env, log_dir)
         try:
             deadline = time.monotonic() + 60
@@ -75,7 +64,6 @@ def test_worker_killed_under_load_redelivers_its_unacked_tasks(
     print(f"worker kill -9 at {done_at_kill}/300: {tally}")
 
 
-@pytest.mark.usefixtures("restore_app")
 def test_countdown_longer_than_the_consumer_timeout_runs_once_and_no_channel_is_lost(
     fleet_env: dict[str, str], tmp_path: Path, ledger: Ledger, log_dir: Path
 ) -> None:
@@ -95,10 +83,10 @@ def test_countdown_longer_than_the_consumer_timeout_runs_once_and_no_channel_is_
 
         worker = start_worker("default", env, log_dir)
         try:
-            app = create_celery(load_settings(env))
-            sent = time.time()
-            late = app.send_task("tests.record", (ledger.key,), countdown=90)
-            prompt = app.send_task("tests.record", (ledger.key,))
+            with app_for(env) as app:
+                sent = time.time()
+                late = app.send_task("tests.record", (ledger.key,), countdown=90)
+                prompt = app.send_task("tests.record", (ledger.key,))
             tally = ledger.wait_for([late.id, prompt.id], timeout=150)
             ran_after = time.time() - sent
             time.sleep(2)

@@ -21,10 +21,11 @@ from pathlib import Path
 
 from fleet.pools import POOLS
 from routing import queue_for
+from tests.support.apps import app_for
 from tests.support.broker import Vhost
-from tests.support.peers import HTTPPeer, SMTPPeer, free_port
+from tests.support.peers import HTTPPeer, SMTPPeer, free_port, free_port_block
 from tests.support.processes import FleetProcess
-from tests.support.supervised import celery_client, clean_env, free_port_block, wait_http_ok
+from tests.support.supervised import clean_env, wait_http_ok
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL_TIMEOUT = 600  # a cold pip cache downloads every pinned dependency
@@ -100,7 +101,7 @@ def test_make_run_from_a_fresh_checkout(tmp_path: Path, smtp: SMTPPeer, http_pee
         }
         assert {queue_for(name) for name in calls} | {queue_for("tasks.process_data")} == set(POOLS), "one per pool"
         run_env = {**env, "FLEET_VAR_DIR": str(home / "var")}  # the results the fleet writes
-        with celery_client(run_env) as app:
+        with app_for(run_env) as app:
             results = {name: app.send_task(name, args) for name, args in calls.items()}
             # The fourth goes in through the API, exactly as the printed curl example sends it.
             results["tasks.process_data"] = app.AsyncResult(post_example(printed)["task_id"])

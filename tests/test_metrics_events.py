@@ -18,7 +18,8 @@ import requests
 from fleet.celery_app import FleetCelery
 from fleet.pools import get_pool
 from fleet.worker import node_name
-from tests.support.metrics import app_for, private_fleet, wait_for_scrape
+from tests.support.apps import app_for
+from tests.support.metrics import private_fleet, wait_for_scrape
 from tests.support.peers import HTTPPeer, SMTPPeer, free_port
 from tests.support.processes import FLEET, FleetProcess, start_worker
 
@@ -31,7 +32,7 @@ def evented(
 ) -> Iterator[dict[str, Any]]:
     with private_fleet(fleet_env, tmp_path_factory.mktemp("events")) as env:
         env = {**env, "FLEET_TASK_EVENTS": "1", "FLOWER_UNAUTHENTICATED_API": "true"}
-        with app_for(env, celery_app) as app:
+        with app_for(env) as app:
             worker = start_worker("default", env, log_dir)
             flower_port = free_port()
             flower = FleetProcess(

@@ -18,7 +18,8 @@ from fleet.metrics.setup import node_directory
 from fleet.pools import get_pool, metrics_port
 from fleet.settings import load_settings
 from fleet.worker import node_name
-from tests.support.metrics import Scrape, app_for, private_fleet, wait_for_scrape
+from tests.support.apps import app_for
+from tests.support.metrics import Scrape, private_fleet, wait_for_scrape
 from tests.support.peers import HTTPPeer
 from tests.support.processes import start_worker
 
@@ -52,7 +53,7 @@ def worker(
         env = {**private, "FLEET_TASK_MODULES": f"{private['FLEET_TASK_MODULES']},tests.support.metrics_tasks"}
         settings = load_settings(env)
         flags = ("--concurrency", str(CONCURRENCY), "--max-tasks-per-child", str(MAX_TASKS_PER_CHILD))
-        with app_for(env, celery_app) as app:
+        with app_for(env) as app:
             process = start_worker("default", env, log_dir, *flags)
             try:
                 yield {

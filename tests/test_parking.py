@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fleet.celery_app import create_celery
 from fleet.parking import park_for
-from fleet.settings import load_settings
+from tests.support.apps import app_for
 from tests.support.processes import start_worker
 
 
@@ -21,7 +20,7 @@ def test_park_for_never_parks_past_the_due_time() -> None:
 
 
 def test_countdown_beyond_the_hold_limit_is_parked_and_runs_once_when_due(
-    private_env: dict[str, str], log_dir: Path, celery_app
+    private_env: dict[str, str], log_dir: Path
 ) -> None:
     env = {
         **private_env,
@@ -31,15 +30,13 @@ def test_countdown_beyond_the_hold_limit_is_parked_and_runs_once_when_due(
     }
     worker = start_worker("default", env, log_dir)
     try:
-        app = create_celery(load_settings(env))
-        sent = time.time()
-        result = app.send_task("tasks.fetch_data", (11, 1), countdown=22)
-        outcome = result.get(timeout=60)
-        finished = time.time()
+        with app_for(env) as app:
+            sent = time.time()
+            result = app.send_task("tasks.fetch_data", (11, 1), countdown=22)
+            outcome = result.get(timeout=60)
+            finished = time.time()
     finally:
         worker.stop()
-        celery_app.set_current()
-        celery_app.set_default()
     assert outcome["source_id"] == 11
     assert finished - sent >= 22, "it did not run before its countdown"
     log = worker.log()

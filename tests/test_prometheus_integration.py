@@ -17,7 +17,8 @@ from fleet.pools import POOLS, metrics_port
 from fleet.settings import load_settings
 from queues import WORK_QUEUES
 from tests.support.api import ApiServer
-from tests.support.metrics import app_for, private_fleet
+from tests.support.apps import app_for
+from tests.support.metrics import private_fleet
 from tests.support.peers import HTTPPeer, free_port
 from tests.support.processes import start_workers
 from tests.support.prometheus import RULES, Prometheus, panel_queries
@@ -44,7 +45,7 @@ def observed(
     http_peer: HTTPPeer,
 ) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("prometheus")
-    with private_fleet(fleet_env, tmp) as env, app_for(env, celery_app) as app:
+    with private_fleet(fleet_env, tmp) as env, app_for(env) as app:
         base = load_settings(env).metrics_port
         workers = start_workers(list(POOLS), env, log_dir)
         api = ApiServer(env, log_dir).start()

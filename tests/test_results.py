@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from fleet.celery_app import create_celery
-from fleet.settings import load_settings
+from tests.support.apps import app_for
 from tests.support.processes import start_worker
 
 CELERY = str(Path(sys.executable).with_name("celery"))
@@ -36,19 +35,17 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis", "postgres"])
-def test_results_are_readable(backend: str, private_env: dict[str, str], log_dir: Path, celery_app, request) -> None:
+def test_results_are_readable(backend: str, private_env: dict[str, str], log_dir: Path, request) -> None:
     env = dict(private_env)
     if backend != "sqlite":
         env["CELERY_RESULT_BACKEND"] = request.getfixturevalue(f"{backend}_url")
     worker = start_worker("default", env, log_dir)
     try:
-        app = create_celery(load_settings(env))
-        result = app.send_task("tasks.fetch_data", (9, 2))
-        assert result.get(timeout=30)["source_id"] == 9
+        with app_for(env) as app:
+            result = app.send_task("tasks.fetch_data", (9, 2))
+            assert result.get(timeout=30)["source_id"] == 9
     finally:
         worker.stop()
-        celery_app.set_current()
-        celery_app.set_default()
     # Another process reads it back with Celery's own command.
     shown = subprocess.run([CELERY, "-A", "fleet", "result", result.id], env=env, capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr

@@ -6,13 +6,12 @@ import secrets
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from fleet.celery_app import FleetCelery, create_celery
-from fleet.settings import load_settings
+from tests.support.apps import app_for
 from tests.support.broker import rabbitmqctl
 from tests.support.processes import start_worker
 
 
-def test_passwords_stay_out_of_worker_logs(private_env: dict[str, str], celery_app: FleetCelery, log_dir: Path) -> None:
+def test_passwords_stay_out_of_worker_logs(private_env: dict[str, str], log_dir: Path) -> None:
     user, password, smtp_password = f"fleet-{secrets.token_hex(4)}", secrets.token_hex(16), secrets.token_hex(16)
     vhost_name = private_env["CELERY_BROKER_URL"].rsplit("/", 1)[1]
     rabbitmqctl("add_user", user, password)
@@ -27,12 +26,10 @@ def test_passwords_stay_out_of_worker_logs(private_env: dict[str, str], celery_a
         }
         worker = start_worker("default", env, log_dir)
         try:
-            app = create_celery(load_settings(env))
-            assert app.send_task("tasks.fetch_data", (1, 1)).get(timeout=30)["source_id"] == 1
+            with app_for(env) as app:
+                assert app.send_task("tasks.fetch_data", (1, 1)).get(timeout=30)["source_id"] == 1
         finally:
             worker.stop()
-            celery_app.set_current()
-            celery_app.set_default()
     finally:
         rabbitmqctl("delete_user", user)
     log = worker.log()

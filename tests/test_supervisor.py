@@ -19,9 +19,10 @@ from fleet.celery_app import FleetCelery
 from fleet.health import NodeFiles, health_dir
 from fleet.pools import POOLS
 from queues import dlq_name
+from tests.support.apps import app_for
 from tests.support.broker import Vhost, queue_depth
-from tests.support.peers import free_port
-from tests.support.supervised import Supervisor, celery_client, clean_env, free_port_block, wait_http_ok
+from tests.support.peers import free_port, free_port_block
+from tests.support.supervised import Supervisor, clean_env, wait_http_ok
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = 2 + sum(spec.replicas for spec in POOLS.values())  # api + beat + every worker process
@@ -103,7 +104,7 @@ def test_stopping_a_pool_with_tasks_in_flight_loses_none(fleet: tuple[Supervisor
     supervisor, env, figures = fleet
     _wait_ready(env)
     url = env["CELERY_BROKER_URL"]
-    with celery_client(env) as app:
+    with app_for(env) as app:
         results = [
             app.send_task("tasks.process_data", (9000 + n,), {"rows": 200, "step_delay": STEP_DELAY})
             for n in range(TASKS)

@@ -11,9 +11,7 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from fleet.celery_app import FleetCelery, create_celery
 from fleet.pools import POOLS
-from fleet.settings import load_settings
 from tests.support.broker import Vhost
 from tests.support.peers import free_port_block
 
@@ -63,19 +61,6 @@ def wait_for_scrape(port: int, done: Callable[[Scrape], bool], timeout: float = 
             pass
         time.sleep(0.25)
     raise AssertionError(f"scrape of :{port} never satisfied the condition; last: {last}")
-
-
-@contextmanager
-def app_for(env: Mapping[str, str], current: FleetCelery) -> Iterator[FleetCelery]:
-    """A Celery app for ``env``; ``current`` is made the current app again afterwards
-    (``create_celery`` makes its app current, and shared tasks follow the current app)."""
-    app = create_celery(load_settings(env))
-    try:
-        yield app
-    finally:
-        current.set_current()
-        current.set_default()
-        app.close()
 
 
 @contextmanager

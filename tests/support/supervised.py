@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import os
-import random
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 
-from celery import _state
-
-from fleet.celery_app import FleetCelery, create_celery
 from fleet.render import SUPERVISOR_FILE
-from fleet.settings import load_settings
 from tests.support.processes import FleetProcess
 
 BIN = Path(sys.executable).parent
@@ -28,19 +21,6 @@ def clean_env(**settings: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("FLEET_", "CELERY_"))}
     env.update(settings)
     return env
-
-
-@contextmanager
-def celery_client(env: Mapping[str, str]) -> Iterator[FleetCelery]:
-    """A fleet Celery app for ``env``'s broker and results, leaving the test session's current app as it was."""
-    previous = _state.get_current_app()
-    app = create_celery(load_settings(env))
-    try:
-        yield app
-    finally:
-        app.close()
-        previous.set_current()
-        previous.set_default()
 
 
 class Supervisor:
@@ -102,22 +82,3 @@ def wait_http_ok(url: str, timeout: float) -> float:
             pass
         assert time.monotonic() - started < timeout, f"{url} did not answer 200 within {timeout}s"
         time.sleep(0.3)
-
-
-def free_port_block(size: int) -> int:
-    """The first of ``size`` consecutive TCP ports nothing listens on (for per-process metrics ports)."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000)
-        sockets = []
-        try:
-            for port in range(base, base + size):
-                probe = socket.socket()
-                sockets.append(probe)
-                probe.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for probe in sockets:
-                probe.close()
-    raise RuntimeError("no free block of ports")
