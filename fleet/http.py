@@ -20,9 +20,12 @@ class TransientHTTPError(Exception):
 class PermanentHTTPError(Exception):
     """The peer refused the request itself; retrying will not help."""
 
-    def __init__(self, message: str, status_code: int) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, status_code: int = 0) -> None:
+        super().__init__(message, status_code)  # both in args, so the result backend can rebuild it
         self.status_code = status_code
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def request_json(method: str, url: str, timeout: float, **kwargs: Any) -> tuple[int, Any]:

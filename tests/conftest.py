@@ -87,6 +87,14 @@ def celery_app(settings: Settings) -> FleetCelery:
     return create_celery(settings)
 
 
+@pytest.fixture(autouse=True)
+def _run_app_is_current(celery_app: FleetCelery) -> None:
+    """Every test starts with the run's app current: shared tasks and canvas signatures
+    publish through the current app, so a leaked one would send work to another broker."""
+    celery_app.set_current()
+    celery_app.set_default()
+
+
 @pytest.fixture(scope="session")
 def log_dir(var_dir: Path) -> Path:
     return var_dir / "log"
