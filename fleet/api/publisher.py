@@ -106,7 +106,10 @@ class ConfirmingPublisher:
                 self._discard(pooled)
                 last_error = exc
                 if reused and _is_connection_error(exc):
+                    # The other idle connections date from the same broker run: drop them all,
+                    # so the retry connects afresh instead of meeting another dead one.
                     logger.info("pooled broker connection was gone (%r); retrying on a fresh one", exc)
+                    self.close()
                     continue
                 break
             self._release(pooled)
