@@ -195,7 +195,7 @@ def metrics_port(base: int, pool: str, index: int | None = None) -> int:
 
     Pools take consecutive blocks from ``base`` (FLEET_METRICS_PORT, 9808), one
     port per replica in :data:`POOLS` order, so every worker process of a
-    supervisor-run fleet has its own port. (In Kubernetes each pod uses ``base``.)
+    supervisor-run fleet has its own port; Kubernetes pods use the same numbering.
     """
     offset = 0
     for name, spec in POOLS.items():

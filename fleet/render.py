@@ -21,15 +21,18 @@ import yaml
 
 from fleet.metrics.prometheus import API_JOB, WORKERS_JOB
 from fleet.pools import POOLS, PoolSpec, metrics_port
-from fleet.settings import Settings
+from fleet.settings import Settings, load_settings
+
+#: The settings' defaults, so ports are stated once (fleet/settings.py).
+_DEFAULTS = load_settings({})
 
 #: What is not a pool spec. Kubernetes-only values are under "k8s".
 VALUES: dict[str, Any] = {
     # Seconds past a pool's hard time limit before a stopping worker is killed: the warm
     # shutdown lets the running task finish or hit its limit, then acks or requeues.
     "stop_margin_s": 30,
-    "metrics_port": 9808,  # FLEET_METRICS_PORT's default; one port per worker process from here
-    "api_port": 5000,
+    "metrics_port": _DEFAULTS.metrics_port,  # one port per worker process from here
+    "api_port": int(_DEFAULTS.api_bind.rsplit(":", 1)[1]),
     "supervisor": {"startsecs": 5, "startretries": 5, "api_stopwaitsecs": 35, "beat_stopwaitsecs": 15},
     "k8s": {
         "namespace": "fleet",
