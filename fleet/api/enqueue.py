@@ -1,9 +1,10 @@
 """Turning a validated request into confirmed messages, and the 202 that says so.
 
-Every publish goes through Celery (``send_task``/``apply_async``) with the
-pooled confirm-mode producer and ``retry=False``: routing.py alone decides the
-queue, and the answer is 202 only after RabbitMQ acked every message, 503 +
-``Retry-After`` when it did not within ``FLEET_PUBLISH_TIMEOUT``.
+Tasks are built as Celery messages by :class:`fleet.publish.TaskMessages`
+(canvases by ``apply_async``) and published on the API's pooled confirm-mode
+connections: routing.py alone decides the queue, and the answer is 202 only
+after RabbitMQ acked every message, 503 + ``Retry-After`` when it did not
+within ``FLEET_PUBLISH_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -12,15 +13,12 @@ import datetime as dt
 import functools
 import inspect
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from amqp.exceptions import AMQPError
 from celery.canvas import Signature
 from flask import Response, jsonify, request, url_for
 from kombu import Producer
-from kombu.exceptions import KombuError
 
 from fleet.api.body import field_error, raw_body
 from fleet.api.errors import ApiError, unavailable
@@ -29,7 +27,7 @@ from fleet.api.publisher import BrokerUnavailable, send_kwargs
 from fleet.api.schemas import Accepted, BatchAccepted, PublishOptions, TaskRequest
 from fleet.api.state import ApiState, api_state
 from fleet.metrics.api import api_metrics, task_label
-from fleet.publish import PublishError, publish_many
+from fleet.publish import TaskMessages, publish_confirmed, publish_one
 from routing import UnknownQueueError, UnknownTaskError, resolve_queue
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -109,21 +107,18 @@ def publish_failed(kind: str, started: float, exc: Exception) -> ApiError:
 
 def publish_task(state: ApiState, name: str, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any]) -> str:
     """Publish one task by name; return its id once RabbitMQ confirmed it."""
-    task_id = str(uuid.uuid4())
-    queue = queue_of(name, options.get("queue"))
+    item = TaskMessages(state.celery)(name, args, kwargs, options)
 
     def send(producer: Producer, confirm_timeout: float) -> None:
-        state.celery.send_task(
-            name, args, kwargs, task_id=task_id, producer=producer, **options, **send_kwargs(confirm_timeout)
-        )
+        publish_one(producer.channel, item, confirm_timeout)
 
     started = time.perf_counter()
     try:
         state.publisher.run(send)
     except BrokerUnavailable as exc:
         raise publish_failed("task", started, exc) from None
-    record_published(state, "task", started, [(queue, name)])
-    return task_id
+    record_published(state, "task", started, [(item.queue.name, name)])
+    return item.task_id
 
 
 def enqueue(state: ApiState, name: str, args: list[Any], kwargs: dict[str, Any], options: PublishOptions) -> Response:
@@ -156,8 +151,8 @@ def enqueue_batch(state: ApiState, tasks: list[TaskRequest]) -> Response:
     limit = state.settings.api_max_batch
     if len(tasks) > limit:
         raise field_error("tasks", f"at most {limit} tasks per batch (FLEET_API_MAX_BATCH)")
-    calls = []
-    queues = []
+    build = TaskMessages(state.celery)
+    messages = []
     for index, item in enumerate(tasks):
         prefix = f"tasks.{index}."
         try:
@@ -165,19 +160,21 @@ def enqueue_batch(state: ApiState, tasks: list[TaskRequest]) -> Response:
         except ApiError as exc:  # an unknown name inside a valid route is a field error here
             raise ApiError(422, exc.code, f"tasks[{index}]: {exc.message}", exc.details) from None
         options = publish_options(state, item, prefix)
-        queues.append(queue_of(item.task, options.get("queue")))
-        calls.append((item.task, item.args, item.kwargs, options))
+        queue_of(item.task, options.get("queue"))  # an unknown queue is a field error, before anything is sent
+        messages.append(build(item.task, item.args, item.kwargs, options))
+
+    def send(producer: Producer, confirm_timeout: float) -> None:
+        publish_confirmed(producer.connection, messages, confirm_timeout)
+
     started = time.perf_counter()
     try:
-        task_ids = publish_many(state.celery, calls, timeout=state.settings.publish_timeout)
-    except (PublishError, OSError, AMQPError, KombuError) as exc:
+        state.publisher.run(send)
+    except BrokerUnavailable as exc:
         raise publish_failed("batch", started, exc) from None
-    record_published(state, "batch", started, [(queue, item.task) for queue, item in zip(queues, tasks, strict=True)])
+    record_published(state, "batch", started, [(m.queue.name, m.name) for m in messages])
     body = BatchAccepted(
-        count=len(task_ids),
-        tasks=[
-            accepted(task_id, item.task, queue) for task_id, item, queue in zip(task_ids, tasks, queues, strict=True)
-        ],
+        count=len(messages),
+        tasks=[accepted(m.task_id, m.name, m.queue.name) for m in messages],
     )
     return answer_accepted(body)
 

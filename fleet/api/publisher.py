@@ -4,8 +4,8 @@ Celery's own producer pool retries publishing and waits on the broker without
 a deadline, so a stopped, blocked (memory/disk alarm) or hung RabbitMQ would
 hold a request for as long as it lasts. Here each gunicorn worker keeps a small
 pool of its own connections with socket read/write timeouts and a confirm
-timeout, publishing still goes through Celery (``send_task``/``apply_async``
-with our producer, so routing.py stays the only router), and whatever does not
+timeout, publishing goes through :mod:`fleet.publish` or ``apply_async`` with
+our producer (so routing.py stays the only router), and whatever does not
 end in RabbitMQ's ack within ``FLEET_PUBLISH_TIMEOUT`` raises
 :class:`BrokerUnavailable`, which the API answers with 503 + ``Retry-After``.
 
@@ -31,6 +31,7 @@ import amqp
 from celery import Celery
 from kombu import Connection, Producer
 
+from fleet.publish import PublishError
 from queues import TASK_EXCHANGE, declare_topology
 
 logger = logging.getLogger("fleet.api.publisher")
@@ -85,8 +86,8 @@ class ConfirmingPublisher:
     def run(self, send: Callable[[Producer, float], T]) -> T:
         """Call ``send(producer, confirm_timeout)`` on a pooled confirm-mode producer.
 
-        ``send`` publishes with Celery (``retry=False``, ``confirm_timeout=``
-        the given seconds) and returns once RabbitMQ acked. Any failure becomes
+        ``send`` publishes without retrying, waits at most ``confirm_timeout``
+        seconds and returns once RabbitMQ acked. Any failure becomes
         :class:`BrokerUnavailable` within the deadline.
         """
         deadline = time.monotonic() + self.timeout
@@ -197,7 +198,9 @@ class ConfirmingPublisher:
         return Producer(connection.channel(), exchange=self.app.amqp.default_exchange, auto_declare=False)
 
 
-def _is_connection_error(exc: BaseException) -> bool:
+def _is_connection_error(exc: BaseException | None) -> bool:
+    if isinstance(exc, PublishError) and not exc.published:  # a batch that failed before its first message
+        exc = exc.__cause__
     return isinstance(exc, amqp.Connection.connection_errors) and not isinstance(exc, TimeoutError)
 
 
