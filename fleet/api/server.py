@@ -19,6 +19,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable; 
 
 
 def gunicorn_argv(settings: Settings) -> list[str]:
+    access_log = ["--access-logfile", "-"] if settings.api_access_log else []
     return [
         sys.executable,
         "-m",
@@ -36,8 +37,7 @@ def gunicorn_argv(settings: Settings) -> list[str]:
         "30",
         "--graceful-timeout",
         "20",
-        "--access-logfile",
-        "-",
+        *access_log,
         # The control socket has one default path per user: several APIs on a host would fight over it.
         "--no-control-socket",
         "--config",
