@@ -25,6 +25,14 @@ VARIANTS: dict[str, dict[str, str]] = {
         f"{P}PREFETCH_MULTIPLIER": "16",
     },
     "threads x 2": {f"{P}POOL": "threads", **NO_RECYCLING},
+    "2 processes x 4 threads": {f"{P}POOL": "threads", f"{P}REPLICAS": "2", f"{P}CONCURRENCY": "4", **NO_RECYCLING},
+    "2 processes x 8 threads x prefetch 8": {
+        f"{P}POOL": "threads",
+        f"{P}REPLICAS": "2",
+        f"{P}CONCURRENCY": "8",
+        f"{P}PREFETCH_MULTIPLIER": "8",
+        **NO_RECYCLING,
+    },
     "log level warning": {"FLEET_LOG_LEVEL": "warning"},
 }
 

@@ -91,7 +91,10 @@ POOLS: dict[str, PoolSpec] = {
             replicas=1,
             memory_mb=32,
             cpu=0.5,
-            rationale="I/O-bound on SMTP round trips: cheap threads overlap the waits",
+            rationale=(
+                "I/O-bound on SMTP round trips: cheap threads overlap the waits; Celery enforces no time "
+                "limits in a thread pool, so every SMTP step is bounded by FLEET_SMTP_TIMEOUT instead"
+            ),
         ),
         PoolSpec(
             name="reports",
@@ -125,8 +128,10 @@ POOLS: dict[str, PoolSpec] = {
             cpu=1.0,
             rationale=(
                 "CPU-bound: one process per core (2 on the reference machine), short tasks amortise prefetch; "
-                "bench.tune: prefetch 16, 2 processes x 1 child and threads were no faster (the worker's main "
-                "process, acking and feeding children, is the limit; docs/PERFORMANCE.md)"
+                "prefork keeps hard time limits, crash isolation and memory recycling. bench.tune: prefetch 16 "
+                "or 64, 2 x 1 and 2 x 2 processes were no faster (main process and children wait on each other "
+                "through the pipes); 2 processes x 4 threads ran 1.6x faster but gives all three up "
+                "(docs/PERFORMANCE.md)"
             ),
         ),
     )
