@@ -13,6 +13,7 @@ from functools import cached_property
 from typing import Any
 
 from celery import Celery, Task
+from celery import signals as celery_signals
 from flask import Flask
 
 from fleet.consumer import DeclareTopology
@@ -133,9 +134,20 @@ def create_celery(settings: Settings | None = None) -> FleetCelery:
     from fleet.metrics import setup as metrics
 
     signals.connect()
+    celery_signals.worker_init.connect(build_flask_app, dispatch_uid="fleet.flask_app", weak=False)
     if settings.metrics_enabled:
         metrics.connect(app)
     return app
+
+
+def build_flask_app(sender: Any = None, **_: Any) -> None:
+    """``worker_init``: build the Flask app in the main process, before the pool forks.
+
+    Every pool child (a new one after each ``max_tasks_per_child``) inherits it;
+    built lazily it was imported inside each child's first task, about 12% of a
+    child's time under short tasks (py-spy, docs/PERFORMANCE.md).
+    """
+    sender.app.flask_app  # noqa: B018 - the cached property is the point
 
 
 def _is_sqlite(settings: Settings) -> bool:

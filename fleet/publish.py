@@ -81,6 +81,9 @@ class TaskMessages:
     def __init__(self, app: Celery) -> None:
         conf = app.conf
         self.app = app
+        self.celery_amqp = app.amqp
+        self.tasks = app.tasks
+        self._routes: dict[str, Queue] = {}
         self.serializer: str = conf.task_serializer
         self.delivery_mode: str | int = conf.task_default_delivery_mode
         self.retry_policy: dict[str, Any] = conf.task_publish_retry_policy
@@ -104,8 +107,8 @@ class TaskMessages:
             raise TypeError(
                 f"publish options {sorted(unsupported)} need apply_async; plain calls take {sorted(OPTIONS)}"
             )
-        app = self.app
-        task = app.tasks.get(name)
+        app, celery_amqp = self.app, self.celery_amqp
+        task = self.tasks.get(name)
         chosen = dict(options)
         if task is not None:
             for key in _TASK_DEFAULTS:
@@ -114,9 +117,15 @@ class TaskMessages:
         task_id = chosen.pop("task_id", None) or str(uuid.uuid4())
         if "queue" in chosen:  # routing.py's error names fleet's queues; Celery's would not
             resolve_queue(name, chosen["queue"])
-        routed = app.amqp.router.route(chosen, name, args, kwargs, task)
-        queue = routed.pop("queue")
-        headers, properties, body, _ = app.amqp.as_task_v2(
+        if chosen:
+            routed = celery_amqp.router.route(chosen, name, args, kwargs, task)
+            queue = routed.pop("queue")
+        else:  # a plain call routes by name alone: once per name and batch
+            routed = {}
+            queue = self._routes.get(name) or self._routes.setdefault(
+                name, celery_amqp.router.route({}, name, args, kwargs, task)["queue"]
+            )
+        headers, properties, body, _ = celery_amqp.as_task_v2(
             task_id,
             name,
             args,

@@ -63,6 +63,18 @@ COUNTED = "fleet_failure_counted"  # marks a request context whose failure is co
 
 _labeler = Labeler(())
 _started: dict[str, float] = {}  # task id -> monotonic start, in the process running it
+_series: dict[tuple[int, tuple[str, ...]], Any] = {}  # (metric, labels) -> labelled series
+
+
+def _of(metric: Any, labels: tuple[str, ...]) -> Any:
+    """``metric.labels(*labels)``, remembered: label sets are few (queues x tasks) and every
+    task touches six series, so the lookup is worth sparing (forked children reuse it safely:
+    prometheus-client reopens its files on a pid change)."""
+    key = (id(metric), labels)
+    series = _series.get(key)
+    if series is None:
+        series = _series[key] = metric.labels(*labels)
+    return series
 
 
 def precreate(pool: str, queues: Iterable[str], tasks: Iterable[str], labeler: Labeler) -> None:
@@ -90,30 +102,30 @@ def _task_labels(task: Any) -> tuple[str, str]:
 
 
 def on_received(request: Any = None, **_: Any) -> None:
-    RECEIVED.labels(*_labeler.for_request(request, request.name)).inc()
+    _of(RECEIVED, _labeler.for_request(request, request.name)).inc()
 
 
 def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     labels = _task_labels(task)
-    STARTED.labels(*labels).inc()
-    IN_PROGRESS.labels(*labels).inc()
+    _of(STARTED, labels).inc()
+    _of(IN_PROGRESS, labels).inc()
     _started[task_id] = time.monotonic()
     published_at = getattr(task.request, PUBLISHED_AT_HEADER, None)
     if isinstance(published_at, int | float) and not task.request.eta:
-        QUEUE_WAIT.labels(*labels).observe(max(0.0, time.time() - published_at))
+        _of(QUEUE_WAIT, labels).observe(max(0.0, time.time() - published_at))
 
 
 def on_postrun(task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:
     labels = _task_labels(task)
     started = _started.pop(task_id, None)
     if started is not None:
-        IN_PROGRESS.labels(*labels).dec()
+        _of(IN_PROGRESS, labels).dec()
         if state is not None:  # None: the run was cut short (a hard time limit, recorded by the main process)
-            RUNTIME.labels(*labels).observe(time.monotonic() - started)
+            _of(RUNTIME, labels).observe(time.monotonic() - started)
 
 
 def on_success(sender: Any = None, **_: Any) -> None:
-    SUCCEEDED.labels(*_task_labels(sender)).inc()
+    _of(SUCCEEDED, _task_labels(sender)).inc()
 
 
 def on_retry(sender: Any = None, **_: Any) -> None:
