@@ -18,6 +18,8 @@ NO_RECYCLING = {f"{P}MAX_TASKS_PER_CHILD": "0", f"{P}MAX_MEMORY_PER_CHILD_KB": "
 VARIANTS: dict[str, dict[str, str]] = {
     "as specified": {},
     "prefetch 16": {f"{P}PREFETCH_MULTIPLIER": "16"},
+    "4 children": {f"{P}CONCURRENCY": "4"},
+    "8 children": {f"{P}CONCURRENCY": "8"},
     "2 processes x 1 child": {f"{P}REPLICAS": "2", f"{P}CONCURRENCY": "1"},
     "2 processes x 1 child, prefetch 16": {
         f"{P}REPLICAS": "2",
