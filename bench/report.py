@@ -19,7 +19,11 @@ GOALS: dict[str, tuple[float, str, str]] = {
     "fleet_vs_celery_defaults": (2.0, "at least", "fleet end to end / celery_defaults end to end"),
     "fleet_vs_dramatiq": (1.0, "at least", "fleet end to end / dramatiq end to end"),
     "fleet_vs_ceiling": (0.6, "at least", "fleet end to end / raw py-amqp end to end (moonshot)"),
-    "batch_vs_ceiling": (0.8, "at least", "publish_many (batches of 1000) / raw py-amqp confirmed publish"),
+    "batch_vs_ceiling": (
+        0.8,
+        "at least",
+        "publish_many (batches of 1000) / raw py-amqp confirmed publish, alternating in one scenario",
+    ),
     "api_vs_naive": (1.0, "at least", "fleet API confirmed enqueues/s / naive Flask + delay() requests/s"),
     "metrics_overhead": (0.05, "at most", "1 - fleet with metrics on / off"),
 }
@@ -45,7 +49,7 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
         "fleet_vs_dramatiq": _ratio(results, "fleet.tasks_per_s", "dramatiq.tasks_per_s"),
         "fleet_vs_ceiling": _ratio(results, "fleet.tasks_per_s", "ceiling_raw_amqp.tasks_per_s"),
         "api_vs_naive": _ratio(results, "api_enqueue.requests_per_s", "api_enqueue.naive.requests_per_s"),
-        "batch_vs_ceiling": _ratio(results, "transport.publish_many_per_s", "ceiling_raw_amqp.publish_per_s"),
+        "batch_vs_ceiling": _ratio(results, "transport.publish_many_per_s", "transport.raw_confirmed_per_s"),
         "metrics_overhead": _get(results, "metrics_overhead.overhead"),
     }
 
@@ -98,6 +102,7 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("transport", "kombu + py-amqp, unconfirmed publish", "pyamqp_unconfirmed_per_s", "/s"),
     ("transport", "kombu + py-amqp, confirmed one by one", "pyamqp_confirmed_per_s", "/s"),
     ("transport", "fleet publish_many, batches of 1000", "publish_many_per_s", "/s"),
+    ("transport", "raw py-amqp confirmed publish, alternating with those batches", "raw_confirmed_per_s", "/s"),
     ("transport", "fleet publish_many, batches of 100 (bulk email fan-out)", "publish_many_100_per_s", "/s"),
     ("transport", "kombu + librabbitmq, unconfirmed publish", "librabbitmq_unconfirmed_per_s", "/s"),
     ("celery_defaults", "plain Celery defaults, end to end", "tasks_per_s", "/s"),

@@ -2,8 +2,10 @@
 
 Publish rates into a durable queue, nothing consuming: kombu on py-amqp
 unconfirmed and confirmed one by one, fleet's ``publish_many`` (pipelined
-confirms) in batches of 1000 and of 100, and, when bench/.venv-librabbitmq
-exists, kombu on librabbitmq unconfirmed (it has no publisher confirms).
+confirms) in batches of 1000 and of 100, the raw py-amqp confirmed publish of
+the ceiling alternating with the batches of 1000 (the batch goal's yardstick),
+and, when bench/.venv-librabbitmq exists, kombu on librabbitmq unconfirmed (it
+has no publisher confirms).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import rawamqp
 from bench.harness import ROOT, Bench, median_of, purge, repeat, say
 from bench.scenarios.fleet import fleet_app, fleet_publisher
 
 QUEUE = "bench.transport"
+RAW_QUEUE = "bench.transport.raw"
 LIBRABBITMQ_PYTHON = ROOT / "bench" / ".venv-librabbitmq" / "bin" / "python"
 
 
@@ -41,19 +45,33 @@ def _librabbitmq_installed() -> bool:
     return done.returncode == 0
 
 
-def batch_rate(bench: Bench, app: Any, batch: int) -> list[float]:
+def batch_rate(bench: Bench, app: Any, batch: int, raw_runs: list[float] | None = None) -> list[float]:
+    """``publish_many`` in batches of ``batch``, repeated. With ``raw_runs``, each repeat is followed
+    by the ceiling's confirmed publish of as many messages (appended there): the two alternate, so
+    the ratio of their medians does not depend on how the machine drifts between scenarios."""
+    url = app.fleet_settings.broker_url
     publish = fleet_publisher(app, batch=batch)
     n = bench.sizes.tasks
     publish(min(n, 1000))  # warm-up
+    if raw_runs is not None:
+        rawamqp.declare(url, RAW_QUEUE)
 
     def once(_: int) -> float:
-        purge(app.fleet_settings.broker_url, "default")
+        purge(url, "default")
         start = time.perf_counter()
         publish(n)
-        return n / (time.perf_counter() - start)
+        rate = n / (time.perf_counter() - start)
+        if raw_runs is not None:
+            purge(url, RAW_QUEUE)
+            raw_start, raw_end = rawamqp.publish_confirmed(url, RAW_QUEUE, n)
+            raw_runs.append(n / (raw_end - raw_start))
+            say(f"transport raw py-amqp confirmed publish, alongside: {raw_runs[-1]:,.0f} publishes/s")
+        return rate
 
     runs = repeat(f"transport publish_many batch={batch}", bench.sizes.repeats, once, unit="publishes/s")
-    purge(app.fleet_settings.broker_url, "default")
+    purge(url, "default")
+    if raw_runs is not None:
+        purge(url, RAW_QUEUE)
     return runs
 
 
@@ -69,13 +87,16 @@ def run(bench: Bench) -> dict[str, Any]:
         result["pyamqp_confirmed_per_s"] = confirmed["per_s"]
         result["pyamqp_transport"] = unconfirmed["transport"]
         app = fleet_app(bench.env(vhost, bench.probe("transport")))
+        raw: list[float] = []
         try:
-            batch_1000 = batch_rate(bench, app, 1000)
+            batch_1000 = batch_rate(bench, app, 1000, raw_runs=raw)
             batch_100 = batch_rate(bench, app, 100)
         finally:
             app.close()
         result["publish_many_per_s"] = round(median_of(batch_1000), 1)
         result["publish_many_runs"] = [round(r, 1) for r in batch_1000]
+        result["raw_confirmed_per_s"] = round(median_of(raw), 1)
+        result["raw_confirmed_runs"] = [round(r, 1) for r in raw]
         result["publish_many_100_per_s"] = round(median_of(batch_100), 1)
         result["publish_many_100_runs"] = [round(r, 1) for r in batch_100]
         if _librabbitmq_installed():
