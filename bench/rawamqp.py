@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 import amqp
 
 from bench.message import task_like
-from fleet.publish import _Confirms
+from fleet.publish import Confirms
 
 WINDOW = 1000  # confirms in flight before the publisher waits
 PREFETCH = 1000
@@ -60,7 +60,7 @@ def publish_confirmed(url: str, queue: str, count: int, window: int = WINDOW) ->
     channel = connection.channel()
     channel.confirm_select()
     publish = channel._basic_publish  # the plain publish; confirm mode swaps in one that waits per message
-    confirms = _Confirms()
+    confirms = Confirms()
     channel.events["basic_ack"].add(confirms.on_ack)
     channel.events["basic_nack"].add(confirms.on_nack)
     start = time.time()

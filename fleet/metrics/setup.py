@@ -79,23 +79,22 @@ def prepare_directory(directory: Path) -> None:
 
     # prometheus-client asks the kernel for the pid on every write, to notice a fork: about 5% of
     # a pool child's time under short tasks. The pid cached at fork tells the same for less.
-    values.ValueClass = values.MultiProcessValue(process_identifier=current_pid)
+    values.ValueClass = values.MultiProcessValue(process_identifier=CachedPid())
 
 
-_pid = os.getpid()
+class CachedPid:
+    """``os.getpid()`` without the system call: refreshed in every forked child (billiard's pool
+    children are forks), which is all prometheus-client needs to tell processes apart."""
 
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        os.register_at_fork(after_in_child=self._forked)
 
-def _forked() -> None:
-    global _pid
-    _pid = os.getpid()
+    def _forked(self) -> None:
+        self.pid = os.getpid()
 
-
-os.register_at_fork(after_in_child=_forked)
-
-
-def current_pid() -> int:
-    """This process's pid, refreshed in every forked child (billiard's pool children are forks)."""
-    return _pid
+    def __call__(self) -> int:
+        return self.pid
 
 
 def _port(settings: Settings, pool: str, index: int | None) -> int | None:
