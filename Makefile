@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test lint broker prometheus worker beat api render bench clean soak
+.PHONY: install run test test-fast lint broker prometheus worker beat api render bench clean soak
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ prometheus:  ## promtool and prometheus (Debian package), for the rule tests and
 
 test: install broker prometheus  ## the whole suite against the local RabbitMQ (a private vhost per run)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: install prometheus  ## the pure tier: needs no RabbitMQ, Redis or peers, runs in seconds
+	$(BIN)/pytest -m pure $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

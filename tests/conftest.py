@@ -2,6 +2,9 @@
 
 Everything here talks to real services; nothing is mocked. A test run owns its
 vhost and its var directory, and removes both when it ends.
+
+Tests marked ``pure`` form the fast tier (``make test-fast``): they need no
+service at all, so they must not ask for a fixture that does.
 """
 
 from __future__ import annotations
@@ -20,6 +23,19 @@ from tests.support.broker import Vhost
 from tests.support.ledger import Ledger
 from tests.support.peers import HTTPPeer, SMTPPeer, free_port_block
 from tests.support.processes import FleetProcess, start_worker
+
+
+#: fixtures that reach a running service (RabbitMQ, the loopback peers, Redis)
+SERVICE_FIXTURES = frozenset({"vhost", "smtp", "http_peer", "celery_app", "fleet_workers", "private_env", "ledger"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A ``pure`` test that asks for a service would make the fast tier need one: refuse it at collection."""
+    for item in items:
+        if item.get_closest_marker("pure"):
+            services = SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+            if services:
+                raise pytest.UsageError(f"{item.nodeid} is marked pure but uses {sorted(services)}")
 
 
 @pytest.fixture(scope="session")
@@ -88,9 +104,13 @@ def celery_app(settings: Settings) -> FleetCelery:
 
 
 @pytest.fixture(autouse=True)
-def _run_app_is_current(celery_app: FleetCelery) -> None:
+def _run_app_is_current(request: pytest.FixtureRequest) -> None:
     """Every test starts with the run's app current: shared tasks and canvas signatures
-    publish through the current app, so a leaked one would send work to another broker."""
+    publish through the current app, so a leaked one would send work to another broker.
+    Pure tests build no app (it needs the run's vhost)."""
+    if request.node.get_closest_marker("pure"):
+        return
+    celery_app: FleetCelery = request.getfixturevalue("celery_app")
     celery_app.set_current()
     celery_app.set_default()
 

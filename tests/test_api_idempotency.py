@@ -40,7 +40,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.wait(10)
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=[pytest.param("sqlite", marks=pytest.mark.pure), "redis"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201 - a factory
     def make(retention: float = 60, lease: float = 30) -> IdempotencyStore:
         if request.param == "sqlite":
@@ -88,6 +88,7 @@ def test_concurrent_reservations_have_exactly_one_winner(make_store) -> None:  #
     assert sum(outcome is None for outcome in outcomes) == 1
 
 
+@pytest.mark.pure
 def test_the_store_follows_the_result_backend(tmp_path: Path) -> None:
     default = open_store(load_settings({"FLEET_VAR_DIR": str(tmp_path)}))
     assert isinstance(default, SQLStore) and default.url == f"sqlite:///{tmp_path / 'results.sqlite'}"

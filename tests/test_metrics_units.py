@@ -18,6 +18,8 @@ from fleet.metrics.setup import MetricsSetupError, prepare_directory
 from fleet.metrics.status import pool_of
 from fleet.settings import ROOT
 
+pytestmark = pytest.mark.pure  # the fast tier: no service needed
+
 
 def test_labels_stay_bounded() -> None:
     labeler = Labeler({"tasks.a"}, max_exception_names=2)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from tests.support.prometheus import (
     DASHBOARD,
     PROMETHEUS_DIR,
@@ -14,6 +16,8 @@ from tests.support.prometheus import (
     dashboard_panels,
     promtool,
 )
+
+pytestmark = pytest.mark.pure  # the fast tier: no service needed
 
 
 def test_promtool_checks_the_rules_and_the_scrape_config() -> None:

@@ -24,6 +24,8 @@ from fleet.pools import POOLS, PoolSpec, metrics_port
 from fleet.settings import Settings
 from tests.support.processes import FLEET
 
+pytestmark = pytest.mark.pure  # the fast tier: no service needed
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 #: the oldest Kubernetes the manifests promise to fit, and the newest kubernetes-validate knows

@@ -8,6 +8,7 @@ from fleet.celery_app import FleetCelery
 from routing import ROUTES, UnknownQueueError, UnknownTaskError, queue_for, resolve_queue
 
 
+@pytest.mark.pure
 def test_routing_table() -> None:
     assert queue_for("tasks.send_email") == "email"
     assert queue_for("tasks.send_bulk_emails") == "email"
@@ -17,6 +18,7 @@ def test_routing_table() -> None:
     assert set(ROUTES.values()) <= {"email", "high_priority", "reports", "default"}
 
 
+@pytest.mark.pure
 def test_override_must_name_a_fleet_queue() -> None:
     assert resolve_queue("tasks.process_data", "high_priority") == "high_priority"
     with pytest.raises(UnknownQueueError, match="unknown queue 'fast'"):

@@ -8,6 +8,8 @@ from fleet.pools import POOLS, PoolError
 from fleet.settings import SettingsError, load_settings
 from fleet.worker import resolve_pool, worker_argv
 
+pytestmark = pytest.mark.pure  # the fast tier: no service needed
+
 
 def test_defaults_need_nothing_but_rabbitmq(tmp_path) -> None:
     settings = load_settings({"FLEET_VAR_DIR": str(tmp_path)})

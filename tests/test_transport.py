@@ -105,6 +105,7 @@ def test_an_importable_librabbitmq_does_not_take_over_fleet_connections(own_vhos
     assert len(drain(vhost.url, "default")) == 3
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
@@ -118,6 +119,7 @@ def test_amqp_urls_are_pinned_to_py_amqp(url: str, expected: str) -> None:
     assert load_settings({"CELERY_BROKER_URL": url}).broker_url == expected
 
 
+@pytest.mark.pure
 def test_librabbitmq_url_is_refused_with_the_reason_and_the_fix() -> None:
     with pytest.raises(SettingsError) as refused:
         load_settings({"CELERY_BROKER_URL": "librabbitmq://guest:guest@localhost:5672//"})
@@ -128,6 +130,7 @@ def test_librabbitmq_url_is_refused_with_the_reason_and_the_fix() -> None:
     assert "Use amqp://" in message
 
 
+@pytest.mark.pure
 def test_fleet_worker_refuses_to_start_on_librabbitmq(tmp_path: Path) -> None:
     env = _clean_env(CELERY_BROKER_URL="librabbitmq://guest:guest@127.0.0.1:5672//", FLEET_VAR_DIR=str(tmp_path))
     done = subprocess.run(
