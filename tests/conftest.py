@@ -24,7 +24,6 @@ from tests.support.ledger import Ledger
 from tests.support.peers import HTTPPeer, SMTPPeer, free_port_block
 from tests.support.processes import FleetProcess, start_worker
 
-
 #: fixtures that reach a running service (RabbitMQ, the loopback peers, Redis)
 SERVICE_FIXTURES = frozenset({"vhost", "smtp", "http_peer", "celery_app", "fleet_workers", "private_env", "ledger"})
 
