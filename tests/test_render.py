@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -78,6 +80,7 @@ def programs(
     (var / "log").mkdir()
     monkeypatch_module.setenv("FLEET_HOME", str(home))
     monkeypatch_module.setenv("FLEET_VAR_DIR", str(var))
+    monkeypatch_module.setenv("FLEET_USER", getpass.getuser())
     options = ServerOptions()
     options.realize(args=["-c", str(DEPLOY / "supervisor" / render.SUPERVISOR_FILE)])
     (group,) = options.process_group_configs
@@ -86,6 +89,39 @@ def programs(
     for process in group.process_configs:
         found.setdefault(process.name.rsplit("-", 1)[0], []).append(process)
     return found
+
+
+def _read_supervisor(file: str) -> ServerOptions:
+    options = ServerOptions()
+    options.realize(args=["-c", str(DEPLOY / "supervisor" / file)])
+    return options
+
+
+def test_development_config_adds_the_stand_ins_and_production_has_none(programs: dict[str, list], home: Path) -> None:
+    """`make run` in development runs fleet.conf plus the SMTP sink and gateway; nothing else has them."""
+    groups = {group.name: group for group in _read_supervisor(render.SUPERVISOR_DEV_FILE).process_group_configs}
+    assert set(groups) == {"fleet", "dev"}
+    assert [p.name for p in groups["fleet"].process_configs] == [p.name for ps in programs.values() for p in ps]
+    assert sorted(p.command for p in groups["dev"].process_configs) == [
+        f"{home}/.venv/bin/fleet dev gateway",
+        f"{home}/.venv/bin/fleet dev smtp",
+    ]
+    assert "fleet dev" not in (DEPLOY / "supervisor" / render.SUPERVISOR_FILE).read_text()
+    assert not [p for p in (DEPLOY / "k8s").iterdir() if "fleet dev" in p.read_text() or "devpeers" in p.read_text()]
+
+
+def test_supervisord_drops_to_fleet_user_and_authenticates_its_socket(programs: dict[str, list]) -> None:
+    """No CRIT at start: the user is stated, and the socket needs the per-installation password."""
+    from fleet.supervisor_auth import ensure_auth
+
+    var = Path(os.environ["FLEET_VAR_DIR"])  # the programs fixture's
+    ctl = ensure_auth(var)
+    assert ctl.stat().st_mode & 0o777 == 0o600
+    assert ensure_auth(var).read_text() == ctl.read_text(), "made once, kept across runs"
+    options = _read_supervisor(render.SUPERVISOR_FILE)
+    assert options.uid == os.getuid()
+    (server,) = options.server_configs
+    assert server["username"] == "fleet" and len(server["password"]) >= 24
 
 
 @pytest.fixture(scope="module")
