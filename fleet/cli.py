@@ -73,25 +73,22 @@ def api() -> None:
 
 
 @main.command()
-def pools() -> None:
-    """Print the pool table."""
-    rows = [("pool", "kind", "conc", "prefetch", "acks_late", "limits (soft/hard s)", "replicas", "why")]
-    for spec in POOLS.values():
-        rows.append(
-            (
-                spec.name,
-                spec.pool,
-                str(spec.concurrency),
-                str(spec.prefetch_multiplier),
-                str(spec.acks_late),
-                f"{spec.soft_time_limit}/{spec.time_limit}",
-                str(spec.replicas),
-                spec.rationale,
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+@click.option("--markdown", is_flag=True, help="Print the table as Markdown (as in the README).")
+@click.option(
+    "--write-readme",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Rewrite the pool table of this README between its markers.",
+)
+def pools(markdown: bool, write_readme: Path | None) -> None:
+    """Print the pool table: kind, concurrency, prefetch, time limits, child recycling, replicas, why."""
+    from fleet import pooltable
+
+    if write_readme:
+        changed = pooltable.write_readme(write_readme)
+        click.echo(f"{write_readme}: pool table {'rewritten' if changed else 'up to date'}")
+        return
+    click.echo(pooltable.markdown_table() if markdown else pooltable.text_table())
 
 
 @main.command()

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from supervisor.options import ServerOptions
 
-from fleet import render
+from fleet import pooltable, render
 from fleet.metrics.prometheus import API_JOB, WORKERS_JOB
 from fleet.pools import POOLS, PoolSpec, metrics_port
 from fleet.settings import Settings
@@ -41,6 +41,23 @@ SETTINGS_ENV = {f.metadata["env"] for f in fields(Settings) if "env" in f.metada
 @pytest.mark.parametrize("target", sorted(render.RENDERERS))
 def test_committed_files_equal_a_fresh_render(target: str) -> None:
     assert render.drift(render.RENDERERS[target](), DEPLOY / target) == [], f"run `fleet render {target}` and commit"
+
+
+def test_readme_pool_table_equals_the_specs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert pooltable.with_table(readme) == readme, "run `make render` (fleet pools --write-readme README.md)"
+    for spec in POOLS.values():
+        row = f"| `{spec.name}` | {spec.pool} | {spec.concurrency} |"
+        assert row in readme, row
+    assert "| `email` | threads | 16 | 4 | none (threads) | never |" in readme, "no limit a thread pool cannot keep"
+
+
+def test_fleet_pools_prints_limits_and_child_recycling() -> None:
+    done = subprocess.run([FLEET, "pools"], capture_output=True, text=True, timeout=60, check=True)
+    lines = {line.split()[0]: line for line in done.stdout.splitlines()}
+    assert "child recycled" in lines["pool"]
+    assert "every 20 tasks or past 512 MB" in lines["reports"] and "540 / 600 s" in lines["reports"]
+    assert "none (threads)" in lines["email"] and "never" in lines["email"]
 
 
 def test_render_check_reports_drift_and_write_repairs_it(tmp_path: Path) -> None:
