@@ -40,6 +40,7 @@ VALUES: dict[str, Any] = {
         "api_stopwaitsecs": 35,
         "beat_stopwaitsecs": 15,
         "dev_stopwaitsecs": 5,
+        "dev_priority": 100,
     },
     "k8s": {
         "namespace": "fleet",
@@ -196,7 +197,9 @@ def _render_dev() -> str:
         "; stand-ins for the peers the demo tasks talk to. Production runs fleet.conf, which has none.",
         # supervisord reads one level of includes, so the credentials are included here too
         _section("include", [("files", f"{SUPERVISOR_FILE} {_AUTH_PATH}")]),
-        _section("group:dev", [("programs", ",".join(DEV_PEERS))]),
+        # Below the default 999: the stand-ins start before the workers and stop after them, so a
+        # task finishing during a warm shutdown can still reach them.
+        _section("group:dev", [("programs", ",".join(DEV_PEERS)), ("priority", VALUES["supervisor"]["dev_priority"])]),
     ]
     stopwait = VALUES["supervisor"]["dev_stopwaitsecs"]
     for name, (command, what) in DEV_PEERS.items():

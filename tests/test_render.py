@@ -118,6 +118,7 @@ def test_development_config_adds_the_stand_ins_and_production_has_none(programs:
     """`make run` in development runs fleet.conf plus the SMTP sink and gateway; nothing else has them."""
     groups = {group.name: group for group in _read_supervisor(render.SUPERVISOR_DEV_FILE).process_group_configs}
     assert set(groups) == {"fleet", "dev"}
+    assert groups["dev"].priority < groups["fleet"].priority, "started first, stopped last"
     assert [p.name for p in groups["fleet"].process_configs] == [p.name for ps in programs.values() for p in ps]
     assert sorted(p.command for p in groups["dev"].process_configs) == [
         f"{home}/.venv/bin/fleet dev gateway",
