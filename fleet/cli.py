@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from fleet.pools import POOLS, PoolError
-from fleet.settings import SettingsError, load_settings
+from fleet.settings import Settings, SettingsError, load_settings
 from queues import WORK_QUEUES
 
 
@@ -235,7 +236,7 @@ def dev() -> None:
     """Development stand-ins for the demo's peers (never run in production)."""
 
 
-def _serve_until_term(serve, what: str) -> None:  # noqa: ANN001 - click plumbing
+def _serve_until_term(serve: Callable[[Settings], None], what: str) -> None:
     """Run ``serve`` until supervisord's TERM, then exit 0: stopping a stand-in is not a failure."""
     import signal
 

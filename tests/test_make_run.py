@@ -22,6 +22,8 @@ import urllib.request
 from email import message_from_bytes
 from pathlib import Path
 
+import pytest
+
 from fleet.pools import POOLS
 from queues import WORK_QUEUES, dlq_name
 from routing import queue_for
@@ -71,6 +73,8 @@ def post_example(banner: str) -> dict:
         return json.loads(response.read())
 
 
+# a cold install, the fleet, and a warm stop on a shared machine: more than the suite's default
+@pytest.mark.timeout(INSTALL_TIMEOUT + FLEET_DEADLINE + 240)
 def test_make_run_from_a_fresh_checkout(tmp_path: Path) -> None:
     home = fresh_checkout(tmp_path / "fleet")
     vhost = Vhost().create()
