@@ -11,24 +11,29 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip==25.3
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,test]'
 	touch $@
 
 install: $(STAMP)  ## create .venv and install the pinned dependencies
 
 # Where `make run` keeps state, logs and supervisord's socket (FLEET_VAR_DIR if set).
 RUN_VAR_DIR = $(or $(FLEET_VAR_DIR),$(CURDIR)/var)
+# Who runs the programs: the invoking user (supervisord started as root drops to FLEET_USER if set).
+RUN_USER = $(or $(FLEET_USER),$(shell id -un))
 
-run: install  ## the whole fleet (API, every pool, beat) under supervisord in the foreground; Ctrl-C stops it warmly
+run: install  ## the whole fleet (API, every pool, beat; in development the SMTP and payment stand-ins) under supervisord in the foreground; Ctrl-C stops it warmly
 	@bin/ensure-rabbitmq || { echo "make run: no broker, so no fleet (see above)." >&2; exit 1; }
 	@mkdir -p "$(RUN_VAR_DIR)/log"
 	@FLEET_VAR_DIR="$(RUN_VAR_DIR)" $(BIN)/fleet render supervisor --banner
+	@FLEET_VAR_DIR="$(RUN_VAR_DIR)" $(BIN)/fleet supervisor-auth >/dev/null
 	@echo "starting supervisord (logs in $(RUN_VAR_DIR)/log) ..."
-	@FLEET_HOME="$(CURDIR)" FLEET_VAR_DIR="$(RUN_VAR_DIR)" exec $(BIN)/supervisord -c deploy/supervisor/fleet.conf
+	@FLEET_HOME="$(CURDIR)" FLEET_VAR_DIR="$(RUN_VAR_DIR)" FLEET_USER="$(RUN_USER)" \
+		exec $(BIN)/supervisord -c "$$($(BIN)/fleet dev conf)"
 
-render: install  ## render deploy/supervisor and deploy/k8s from the pool specs (commit the result)
+render: install  ## render deploy/supervisor, deploy/k8s and the README's pool table from the pool specs (commit the result)
 	$(BIN)/fleet render supervisor
 	$(BIN)/fleet render k8s
+	$(BIN)/fleet pools --write-readme README.md
 
 broker:  ## make sure RabbitMQ answers (starts the local one if it is installed and down)
 	@bin/ensure-rabbitmq

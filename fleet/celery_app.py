@@ -107,7 +107,8 @@ def celery_config(settings: Settings, registered: Callable[[], Container[str]]) 
         "database_engine_options": {"connect_args": {"timeout": 30}} if _is_sqlite(settings) else {},
         # Events cost throughput; Flower users switch them on with FLEET_TASK_EVENTS=1.
         "worker_send_task_events": settings.task_events,
-        "task_send_sent_event": settings.task_events,
+        # task-sent events come from fleet.sent_events for every publish path (off here, or send_task's twice)
+        "task_send_sent_event": False,
         # Schedule.
         "beat_schedule": beat_schedule(),
         "beat_schedule_filename": str(settings.var_dir / "celerybeat-schedule"),
@@ -137,6 +138,10 @@ def create_celery(settings: Settings | None = None) -> FleetCelery:
     celery_signals.worker_init.connect(build_flask_app, dispatch_uid="fleet.flask_app", weak=False)
     if settings.metrics_enabled:
         metrics.connect(app)
+    if settings.task_events:
+        from fleet import sent_events
+
+        sent_events.connect(app)
     return app
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from fleet.pools import POOLS, PoolError
-from fleet.settings import SettingsError, load_settings
+from fleet.settings import Settings, SettingsError, load_settings
 from queues import WORK_QUEUES
 
 
@@ -73,25 +74,22 @@ def api() -> None:
 
 
 @main.command()
-def pools() -> None:
-    """Print the pool table."""
-    rows = [("pool", "kind", "conc", "prefetch", "acks_late", "limits (soft/hard s)", "replicas", "why")]
-    for spec in POOLS.values():
-        rows.append(
-            (
-                spec.name,
-                spec.pool,
-                str(spec.concurrency),
-                str(spec.prefetch_multiplier),
-                str(spec.acks_late),
-                f"{spec.soft_time_limit}/{spec.time_limit}",
-                str(spec.replicas),
-                spec.rationale,
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+@click.option("--markdown", is_flag=True, help="Print the table as Markdown (as in the README).")
+@click.option(
+    "--write-readme",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Rewrite the pool table of this README between its markers.",
+)
+def pools(markdown: bool, write_readme: Path | None) -> None:
+    """Print the pool table: kind, concurrency, prefetch, time limits, child recycling, replicas, why."""
+    from fleet import pooltable
+
+    if write_readme:
+        changed = pooltable.write_readme(write_readme)
+        click.echo(f"{write_readme}: pool table {'rewritten' if changed else 'up to date'}")
+        return
+    click.echo(pooltable.markdown_table() if markdown else pooltable.text_table())
 
 
 @main.command()
@@ -163,15 +161,17 @@ _QUEUE = click.argument("queue", type=click.Choice(list(WORK_QUEUES)))
 @click.option("--limit", default=20, show_default=True, help="Messages to show per queue.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def dlq_list(queue: str | None, limit: int, as_json: bool) -> None:
-    """Show dead letters per queue with their task, id and reason."""
+    """Show dead letters per queue: task, id, reason, retries used, and the exception it died of."""
     from fleet import dlq as dead_letters
+    from fleet.celery_app import create_celery
 
+    backend = create_celery(_settings()).backend  # the FAILURE rows say why each task died
     with _broker() as connection:
         counts = dead_letters.depths(connection)
         letters = [
             letter
             for name in ([queue] if queue else WORK_QUEUES)
-            for letter in dead_letters.peek(connection, name, limit)
+            for letter in dead_letters.peek(connection, name, limit, backend)
         ]
     if as_json:
         click.echo(dead_letters.to_json(letters))
@@ -181,8 +181,13 @@ def dlq_list(queue: str | None, limit: int, as_json: bool) -> None:
             click.echo(f"{name}.dlq: {count} dead letters")
     for letter in letters:
         click.echo(
-            f"  {letter.queue}  {letter.task}  {letter.task_id}  {letter.reason} x{letter.deaths}  {letter.args}"
+            f"  {letter.queue}  {letter.task}  {letter.task_id}  {letter.reason} x{letter.deaths}"
+            f"  retries {letter.retries}  {letter.args}"
         )
+        if letter.error:
+            click.echo(f"      {letter.error}")
+        if letter.traceback:
+            click.echo(f"      traceback: {letter.traceback}")
 
 
 @dlq.command("replay")
@@ -190,12 +195,12 @@ def dlq_list(queue: str | None, limit: int, as_json: bool) -> None:
 @click.option("--id", "task_id", default=None, help="Replay only this task id.")
 @click.option("--limit", type=int, default=None, help="Replay at most this many.")
 def dlq_replay(queue: str, task_id: str | None, limit: int | None) -> None:
-    """Move dead letters back to the queue they came from."""
+    """Move dead letters back to the queue they came from, each with a fresh retry budget."""
     from fleet import dlq as dead_letters
 
     with _broker() as connection:
         moved = dead_letters.replay(connection, queue, task_id=task_id, limit=limit)
-    click.echo(f"replayed {moved} message(s) from {queue}.dlq")
+    click.echo(f"replayed {moved} message(s) from {queue}.dlq (retry count reset: each gets its full retries again)")
 
 
 @dlq.command("purge")
@@ -224,3 +229,60 @@ def status(as_json: bool, timeout: float) -> None:
 
     facts = fleet_status(create_celery(_settings()), timeout)
     click.echo(json.dumps(facts, indent=2) if as_json else render(facts), nl=as_json)
+
+
+@main.group()
+def dev() -> None:
+    """Development stand-ins for the demo's peers (never run in production)."""
+
+
+def _serve_until_term(serve: Callable[[Settings], None], what: str) -> None:
+    """Run ``serve`` until supervisord's TERM, then exit 0: stopping a stand-in is not a failure."""
+    import signal
+
+    from fleet.devpeers import DevPeerRefused
+
+    def stop(*_: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        serve(_settings())
+    except DevPeerRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"{what} cannot listen: {exc}") from None
+    except KeyboardInterrupt:
+        pass
+
+
+@dev.command("smtp")
+def dev_smtp() -> None:
+    """An SMTP sink on FLEET_SMTP_HOST:FLEET_SMTP_PORT that keeps every message under var/dev/mail."""
+    from fleet.devpeers import serve_smtp
+
+    _serve_until_term(serve_smtp, "the SMTP sink")
+
+
+@dev.command("gateway")
+def dev_gateway() -> None:
+    """A payment gateway on FLEET_PAYMENT_GATEWAY_URL that honours Idempotency-Key."""
+    from fleet.devpeers import serve_gateway
+
+    _serve_until_term(serve_gateway, "the payment gateway stand-in")
+
+
+@dev.command("conf")
+def dev_conf() -> None:
+    """Print the supervisor config `make run` starts: with the stand-ins unless FLEET_ENV=production."""
+    from fleet import render as renderer
+
+    click.echo(renderer.SUPERVISOR_PATH if _settings().is_production else renderer.SUPERVISOR_DEV_PATH)
+
+
+@main.command("supervisor-auth")
+def supervisor_auth() -> None:
+    """Write supervisord's socket credentials under FLEET_VAR_DIR once (the rendered config includes them)."""
+    from fleet.supervisor_auth import ensure_auth
+
+    click.echo(f"supervisor credentials: {ensure_auth(_settings().var_dir)}")

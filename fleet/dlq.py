@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kombu import Connection, Producer
@@ -12,6 +12,11 @@ from kombu import Connection, Producer
 from fleet.metrics.stamp import PUBLISHED_AT_HEADER
 from fleet.republish import republish
 from queues import TASK_EXCHANGE, WORK_QUEUES, dlq_name
+
+#: Header of Celery's task protocol 2 counting the retries a task has used (``task.request.retries``).
+RETRIES_HEADER = "retries"
+#: Traceback lines kept in a summary: the innermost frame and the exception.
+TRACEBACK_TAIL = 3
 
 
 @dataclass(frozen=True)
@@ -23,9 +28,29 @@ class DeadLetter:
     deaths: int
     died_at: str
     args: str
+    retries: int = 0
+    #: the exception the task failed with, from the result store ("" when it stored none)
+    error: str = ""
+    #: the last lines of its traceback
+    traceback: str = ""
 
     def as_row(self) -> dict[str, Any]:
         return self.__dict__
+
+
+def failure_of(backend: Any, task_id: str) -> tuple[str, str]:
+    """(exception, traceback summary) a task's FAILURE row holds, or ("", "") for any other state.
+
+    Every dead letter that a task raised into has one: workers store the failure before
+    rejecting the message (``result_extended``), so people see why without reading logs.
+    """
+    meta = backend.get_task_meta(task_id)
+    if meta.get("status") != "FAILURE":
+        return "", ""
+    result = meta.get("result")  # the backend rebuilds the exception from its stored type and message
+    error = f"{type(result).__name__}: {result}" if isinstance(result, BaseException) else repr(result)
+    lines = [line.strip() for line in (meta.get("traceback") or "").strip().splitlines() if line.strip()]
+    return error, " | ".join(lines[-TRACEBACK_TAIL:])
 
 
 def _describe(queue: str, message: Any) -> DeadLetter:
@@ -39,6 +64,7 @@ def _describe(queue: str, message: Any) -> DeadLetter:
         deaths=int(death.get("count", 1)),
         died_at=str(death.get("time", "?")),
         args=str(headers.get("argsrepr", ""))[:80],
+        retries=int(headers.get(RETRIES_HEADER) or 0),
     )
 
 
@@ -55,8 +81,11 @@ def depths(connection: Connection) -> dict[str, int]:
     return {queue: channel.queue_declare(dlq_name(queue), passive=True).message_count for queue in WORK_QUEUES}
 
 
-def peek(connection: Connection, queue: str, limit: int = 20) -> list[DeadLetter]:
-    """Describe up to ``limit`` dead letters of ``queue`` without removing them."""
+def peek(connection: Connection, queue: str, limit: int = 20, backend: Any = None) -> list[DeadLetter]:
+    """Describe up to ``limit`` dead letters of ``queue`` without removing them.
+
+    With a Celery result ``backend``, each carries the exception and traceback summary it died of.
+    """
     channel = connection.channel()
     try:
         found = []
@@ -64,7 +93,11 @@ def peek(connection: Connection, queue: str, limit: int = 20) -> list[DeadLetter
             message = channel.basic_get(dlq_name(queue), no_ack=False)
             if message is None:
                 break
-            found.append(_describe(queue, message))
+            letter = _describe(queue, message)
+            if backend is not None and letter.task_id != "?":
+                error, trace = failure_of(backend, letter.task_id)
+                letter = replace(letter, error=error, traceback=trace)
+            found.append(letter)
         return found
     finally:
         channel.close()  # unacked messages go back to the queue
@@ -74,7 +107,9 @@ def replay(connection: Connection, queue: str, task_id: str | None = None, limit
     """Move dead letters of ``queue`` back to their work queue; return how many moved.
 
     Each message is republished with a confirm before it is acked, so a crash
-    mid-way duplicates at worst, never loses.
+    mid-way duplicates at worst, never loses. A replayed task gets a fresh retry budget: its
+    retry count is reset, or one failure would send a task that had used its retries straight
+    back here.
     """
     channel = connection.channel()
     producer = Producer(connection.channel())
@@ -88,7 +123,8 @@ def replay(connection: Connection, queue: str, task_id: str | None = None, limit
                 skipped += 1
                 continue  # stays unacked, returns to the queue when the channel closes
             # a replay is a new publish: queue wait counts from now, not from the first attempt
-            republish(producer, message, TASK_EXCHANGE, _origin(queue, message), **{PUBLISHED_AT_HEADER: time.time()})
+            fresh = {PUBLISHED_AT_HEADER: time.time(), RETRIES_HEADER: 0}
+            republish(producer, message, TASK_EXCHANGE, _origin(queue, message), **fresh)
             channel.basic_ack(message.delivery_tag)
             moved += 1
     finally:

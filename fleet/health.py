@@ -82,6 +82,29 @@ def check(directory: Path, readiness: bool, node: str | None = None, max_age: fl
     return problems
 
 
+def live_nodes(directory: Path, max_age: float = DEFAULT_MAX_AGE) -> list[str]:
+    """The nodes whose heartbeat under ``directory`` is fresh: workers running on this machine."""
+    now = time.time()
+    found = []
+    for path in directory.glob(f"*{_HEARTBEAT}"):
+        try:
+            if now - path.stat().st_mtime <= max_age:
+                found.append(path.name.removesuffix(_HEARTBEAT))
+        except FileNotFoundError:  # the worker stopped while we looked
+            continue
+    return sorted(found)
+
+
+def expected_replies(var_dir: Path, consumers: int) -> int | None:
+    """How many workers should answer a broadcast, so an ``inspect(limit=...)`` stops once all did.
+
+    The larger of the fresh heartbeats under ``var_dir`` (local workers) and ``consumers`` (the
+    work queues' consumer count, which also sees workers on other machines). An overestimate
+    only means waiting for the timeout, as without a limit; None when nothing says a worker runs.
+    """
+    return max(len(live_nodes(health_dir(var_dir))), consumers) or None
+
+
 class Heartbeat(bootsteps.StartStopStep):
     """Consumer bootstep keeping this node's health files (see the module docstring)."""
 

@@ -22,6 +22,7 @@ import yaml
 from fleet.metrics.prometheus import API_JOB, WORKERS_JOB
 from fleet.pools import POOLS, PoolSpec, metrics_port
 from fleet.settings import Settings, load_settings
+from fleet.supervisor_auth import CTL_FILE, SOCKET_FILE
 
 #: The settings' defaults, so ports are stated once (fleet/settings.py).
 _DEFAULTS = load_settings({})
@@ -33,7 +34,14 @@ VALUES: dict[str, Any] = {
     "stop_margin_s": 30,
     "metrics_port": _DEFAULTS.metrics_port,  # one port per worker process from here
     "api_port": int(_DEFAULTS.api_bind.rsplit(":", 1)[1]),
-    "supervisor": {"startsecs": 5, "startretries": 5, "api_stopwaitsecs": 35, "beat_stopwaitsecs": 15},
+    "supervisor": {
+        "startsecs": 5,
+        "startretries": 5,
+        "api_stopwaitsecs": 35,
+        "beat_stopwaitsecs": 15,
+        "dev_stopwaitsecs": 5,
+        "dev_priority": 100,
+    },
     "k8s": {
         "namespace": "fleet",
         "image": f"fleet:{version('fleet')}",
@@ -79,7 +87,18 @@ VALUES: dict[str, Any] = {
 
 SUPERVISOR_FILE = "fleet.conf"
 SUPERVISOR_PATH = f"deploy/supervisor/{SUPERVISOR_FILE}"
+#: ``make run``'s file in development: fleet.conf plus the stand-ins of fleet/devpeers.py, never production's.
+SUPERVISOR_DEV_FILE = "fleet-dev.conf"
+SUPERVISOR_DEV_PATH = f"deploy/supervisor/{SUPERVISOR_DEV_FILE}"
+#: development program -> (``fleet`` subcommand, what it stands in for)
+DEV_PEERS = {
+    "smtp": ("dev smtp", "an SMTP sink on FLEET_SMTP_HOST:FLEET_SMTP_PORT keeping mail under var/dev/mail"),
+    "gateway": ("dev gateway", "a payment gateway on FLEET_PAYMENT_GATEWAY_URL honouring Idempotency-Key"),
+}
 _GENERATED = "Rendered by `fleet render {target}` from fleet/pools.py and fleet/render.py; do not edit."
+
+
+_AUTH_PATH = f"%(ENV_FLEET_VAR_DIR)s/{CTL_FILE}"
 
 
 def stop_wait(spec: PoolSpec) -> int:
@@ -127,13 +146,18 @@ def render_supervisor() -> dict[str, str]:
     sup = VALUES["supervisor"]
     sections = [
         "; " + _GENERATED.format(target="supervisor"),
-        "; Needs FLEET_HOME (the checkout or /opt/fleet, holding .venv) and FLEET_VAR_DIR (state, logs,\n"
-        "; supervisord's socket and pid) in the environment: `make run` sets both.",
-        _section("unix_http_server", [("file", "%(ENV_FLEET_VAR_DIR)s/supervisor.sock"), ("chmod", "0700")]),
+        "; Needs FLEET_HOME (the checkout or /opt/fleet, holding .venv), FLEET_VAR_DIR (state, logs,\n"
+        "; supervisord's socket and pid) and FLEET_USER (who runs the programs) in the environment,\n"
+        "; and the socket's credentials written by `fleet supervisor-auth` (FLEET_VAR_DIR/supervisorctl.conf,\n"
+        "; also supervisorctl's config): `make run` does all that.",
+        _section("include", [("files", _AUTH_PATH)]),
+        _section("unix_http_server", [("file", f"%(ENV_FLEET_VAR_DIR)s/{SOCKET_FILE}"), ("chmod", "0700")]),
         _section(
             "supervisord",
             [
                 ("nodaemon", True),
+                # Started as root, supervisord drops to this user; started as that user, it stays.
+                ("user", "%(ENV_FLEET_USER)s"),
                 ("logfile", "%(ENV_FLEET_VAR_DIR)s/log/supervisord.log"),
                 ("pidfile", "%(ENV_FLEET_VAR_DIR)s/supervisord.pid"),
                 ("childlogdir", "%(ENV_FLEET_VAR_DIR)s/log"),
@@ -144,7 +168,6 @@ def render_supervisor() -> dict[str, str]:
             "rpcinterface:supervisor",
             [("supervisor.rpcinterface_factory", "supervisor.rpcinterface:make_main_rpcinterface")],
         ),
-        _section("supervisorctl", [("serverurl", "unix://%(ENV_FLEET_VAR_DIR)s/supervisor.sock")]),
         _section("group:fleet", [("programs", ",".join(["api", "beat", *POOLS]))]),
         _section(
             "program:api",
@@ -163,7 +186,25 @@ def render_supervisor() -> dict[str, str]:
         comments = [spec.rationale, f"metrics: {ports} (fleet.pools.metrics_port of --index)"]
         options = _program(f"worker {spec.name} --index %(process_num)d", stop_wait(spec), spec.replicas)
         sections.append(_section(f"program:{spec.name}", options, comments))
-    return {SUPERVISOR_FILE: "\n\n".join(sections) + "\n"}
+    return {SUPERVISOR_FILE: "\n\n".join(sections) + "\n", SUPERVISOR_DEV_FILE: _render_dev()}
+
+
+def _render_dev() -> str:
+    """The development file: everything in fleet.conf, plus the demo's peers in a group of their own."""
+    sections = [
+        "; " + _GENERATED.format(target="supervisor"),
+        f"; Development only (`make run` with FLEET_ENV=development): {SUPERVISOR_FILE} plus loopback\n"
+        "; stand-ins for the peers the demo tasks talk to. Production runs fleet.conf, which has none.",
+        # supervisord reads one level of includes, so the credentials are included here too
+        _section("include", [("files", f"{SUPERVISOR_FILE} {_AUTH_PATH}")]),
+        # Below the default 999: the stand-ins start before the workers and stop after them, so a
+        # task finishing during a warm shutdown can still reach them.
+        _section("group:dev", [("programs", ",".join(DEV_PEERS)), ("priority", VALUES["supervisor"]["dev_priority"])]),
+    ]
+    stopwait = VALUES["supervisor"]["dev_stopwaitsecs"]
+    for name, (command, what) in DEV_PEERS.items():
+        sections.append(_section(f"program:{name}", _program(command, stopwait), [what]))
+    return "\n\n".join(sections) + "\n"
 
 
 def banner(settings: Settings) -> str:
@@ -178,7 +219,7 @@ def banner(settings: Settings) -> str:
         f"  curl -s -X POST {api}/api/tasks -H 'Content-Type: application/json' \\",
         """       -d '{"task": "tasks.process_data", "args": [42]}'""",
         f"logs: {settings.var_dir / 'log'}/",
-        f"control: FLEET_VAR_DIR={settings.var_dir} .venv/bin/supervisorctl -c {SUPERVISOR_PATH} status",
+        f"control: .venv/bin/supervisorctl -c {settings.var_dir / CTL_FILE} status",
         "Ctrl-C stops the fleet warmly (running tasks finish first).",
     ]
     return "\n".join(lines)

@@ -101,7 +101,8 @@ class Settings:
 
     # Outbound peers the tasks talk to.
     smtp_host: str = _env("FLEET_SMTP_HOST", "localhost")
-    smtp_port: int = _env("FLEET_SMTP_PORT", "25", _port)
+    # 8025, not 25: the development SMTP sink (fleet dev smtp) listens here without root.
+    smtp_port: int = _env("FLEET_SMTP_PORT", "8025", _port)
     smtp_user: str = _env("FLEET_SMTP_USER", "")
     smtp_password: str = _env("FLEET_SMTP_PASSWORD", "")
     smtp_starttls: bool = _env("FLEET_SMTP_STARTTLS", "0", _bool)

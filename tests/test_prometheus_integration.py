@@ -21,7 +21,7 @@ from tests.support.apps import app_for
 from tests.support.metrics import private_fleet
 from tests.support.peers import HTTPPeer, free_port
 from tests.support.processes import start_workers
-from tests.support.prometheus import RULES, Prometheus, panel_queries
+from tests.support.prometheus import RULES, Prometheus, dashboard_panels, panel_queries
 
 EMAILS = 8
 
@@ -99,6 +99,12 @@ def test_dashboard_and_rules_evaluate_on_real_data_and_a_killed_worker_shows_its
     observed: dict[str, Any],
 ) -> None:
     prometheus: Prometheus = observed["prometheus"]
+    # Throughput and Retries draw only series that moved in their window: Prometheus must have seen
+    # every pool's zero series before the work starts, or a rate could not see the increase.
+    _wait(
+        lambda: len(prometheus.query("count by (pool) (fleet_tasks_retried_total)")["data"]["result"]) == len(POOLS),
+        "a first scrape of every pool",
+    )
     ended = _mixed_workload(observed["app"], observed["api"], observed["http_peer"])
 
     def scraped_all() -> bool:
@@ -123,6 +129,18 @@ def test_dashboard_and_rules_evaluate_on_real_data_and_a_killed_worker_shows_its
             assert answer["status"] == "success", f"{title}: {expr}: {answer.get('error')}"
             assert answer["data"]["result"], f"panel {title!r} returns no data: {expr}"
             checked += 1
+    # Throughput and Retries draw only the series that moved; the zero series stay for the alerts
+    moving = {"Retries": "fleet_tasks_retried_total", "$queue: throughput": "fleet_tasks_succeeded_total"}
+    for panel in dashboard_panels():
+        if panel["title"] in moving:
+            (target,) = panel["targets"]
+            assert target["expr"].endswith(" > 0"), target["expr"]
+            expr = target["expr"].replace("$__rate_interval", "1m").replace("$queue", ".*")
+            drawn = prometheus.query(expr)["data"]["result"]
+            every = prometheus.query(expr.removesuffix(" > 0"))["data"]["result"]
+            assert drawn and all(float(r["value"][1]) > 0 for r in drawn), expr
+            assert len(every) > len(drawn), f"{panel['title']}: pre-created zero series are hidden"
+            assert prometheus.query(f"count({moving[panel['title']]} == 0)")["data"]["result"], "zeros kept"
     published = prometheus.query('sum(fleet_api_tasks_published_total{task="tasks.send_email"})')["data"]["result"]
     assert float(published[0]["value"][1]) == EMAILS
     print(f"\n{checked} panel queries (4 queues) returned data")

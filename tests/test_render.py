@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -18,7 +20,7 @@ import pytest
 import yaml
 from supervisor.options import ServerOptions
 
-from fleet import render
+from fleet import pooltable, render
 from fleet.metrics.prometheus import API_JOB, WORKERS_JOB
 from fleet.pools import POOLS, PoolSpec, metrics_port
 from fleet.settings import Settings
@@ -41,6 +43,23 @@ SETTINGS_ENV = {f.metadata["env"] for f in fields(Settings) if "env" in f.metada
 @pytest.mark.parametrize("target", sorted(render.RENDERERS))
 def test_committed_files_equal_a_fresh_render(target: str) -> None:
     assert render.drift(render.RENDERERS[target](), DEPLOY / target) == [], f"run `fleet render {target}` and commit"
+
+
+def test_readme_pool_table_equals_the_specs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert pooltable.with_table(readme) == readme, "run `make render` (fleet pools --write-readme README.md)"
+    for spec in POOLS.values():
+        row = f"| `{spec.name}` | {spec.pool} | {spec.concurrency} |"
+        assert row in readme, row
+    assert "| `email` | threads | 16 | 4 | none (threads) | never |" in readme, "no limit a thread pool cannot keep"
+
+
+def test_fleet_pools_prints_limits_and_child_recycling() -> None:
+    done = subprocess.run([FLEET, "pools"], capture_output=True, text=True, timeout=60, check=True)
+    lines = {line.split()[0]: line for line in done.stdout.splitlines()}
+    assert "child recycled" in lines["pool"]
+    assert "every 20 tasks or past 512 MB" in lines["reports"] and "540 / 600 s" in lines["reports"]
+    assert "none (threads)" in lines["email"] and "never" in lines["email"]
 
 
 def test_render_check_reports_drift_and_write_repairs_it(tmp_path: Path) -> None:
@@ -80,6 +99,7 @@ def programs(
     (var / "log").mkdir()
     monkeypatch_module.setenv("FLEET_HOME", str(home))
     monkeypatch_module.setenv("FLEET_VAR_DIR", str(var))
+    monkeypatch_module.setenv("FLEET_USER", getpass.getuser())
     options = ServerOptions()
     options.realize(args=["-c", str(DEPLOY / "supervisor" / render.SUPERVISOR_FILE)])
     (group,) = options.process_group_configs
@@ -88,6 +108,40 @@ def programs(
     for process in group.process_configs:
         found.setdefault(process.name.rsplit("-", 1)[0], []).append(process)
     return found
+
+
+def _read_supervisor(file: str) -> ServerOptions:
+    options = ServerOptions()
+    options.realize(args=["-c", str(DEPLOY / "supervisor" / file)])
+    return options
+
+
+def test_development_config_adds_the_stand_ins_and_production_has_none(programs: dict[str, list], home: Path) -> None:
+    """`make run` in development runs fleet.conf plus the SMTP sink and gateway; nothing else has them."""
+    groups = {group.name: group for group in _read_supervisor(render.SUPERVISOR_DEV_FILE).process_group_configs}
+    assert set(groups) == {"fleet", "dev"}
+    assert groups["dev"].priority < groups["fleet"].priority, "started first, stopped last"
+    assert [p.name for p in groups["fleet"].process_configs] == [p.name for ps in programs.values() for p in ps]
+    assert sorted(p.command for p in groups["dev"].process_configs) == [
+        f"{home}/.venv/bin/fleet dev gateway",
+        f"{home}/.venv/bin/fleet dev smtp",
+    ]
+    assert "fleet dev" not in (DEPLOY / "supervisor" / render.SUPERVISOR_FILE).read_text()
+    assert not [p for p in (DEPLOY / "k8s").iterdir() if "fleet dev" in p.read_text() or "devpeers" in p.read_text()]
+
+
+def test_supervisord_drops_to_fleet_user_and_authenticates_its_socket(programs: dict[str, list]) -> None:
+    """No CRIT at start: the user is stated, and the socket needs the per-installation password."""
+    from fleet.supervisor_auth import ensure_auth
+
+    var = Path(os.environ["FLEET_VAR_DIR"])  # the programs fixture's
+    ctl = ensure_auth(var)
+    assert ctl.stat().st_mode & 0o777 == 0o600
+    assert ensure_auth(var).read_text() == ctl.read_text(), "made once, kept across runs"
+    options = _read_supervisor(render.SUPERVISOR_FILE)
+    assert options.uid == os.getuid()
+    (server,) = options.server_configs
+    assert server["username"] == "fleet" and len(server["password"]) >= 24
 
 
 @pytest.fixture(scope="module")

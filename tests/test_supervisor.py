@@ -90,6 +90,7 @@ def test_every_program_reaches_running(fleet: tuple[Supervisor, dict[str, str], 
             log = supervisor.program_log(f"{spec.name}-{i}")
             assert f"{spec.name}-{i}@{socket.gethostname()} ready." in log, "a unique node name per process"
     assert "beat: Starting..." in supervisor.program_log("beat-0")
+    assert "CRIT" not in supervisor.log(), "a quiet start: user stated, socket authenticated"
 
 
 def _states(app: FleetCelery, ids: list[str]) -> dict[str, int]:

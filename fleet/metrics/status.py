@@ -11,6 +11,7 @@ from typing import Any
 
 from celery import Celery
 
+from fleet.health import expected_replies
 from fleet.metrics.queues import QueueDepth, read_depths
 from fleet.pools import POOLS
 
@@ -46,8 +47,9 @@ def pool_of(node: str) -> str:
     return base if index.isdigit() and base in POOLS else name
 
 
-def read_workers(app: Celery, timeout: float) -> list[WorkerState]:
-    inspect = app.control.inspect(timeout=timeout)
+def read_workers(app: Celery, timeout: float, expected: int | None = None) -> list[WorkerState]:
+    """Every worker's figures; the broadcasts stop as soon as ``expected`` workers replied."""
+    inspect = app.control.inspect(timeout=timeout, limit=expected)
     stats = inspect.stats() or {}
     active = inspect.active() or {}
     reserved = inspect.reserved() or {}
@@ -85,7 +87,8 @@ def fleet_status(app: Celery, timeout: float = 1.0) -> dict[str, Any]:
     """Queues, pools and workers as plain data (what ``fleet status --json`` prints)."""
     with app.connection_for_read() as connection:
         queues: list[QueueDepth] = read_depths(connection)
-    workers = read_workers(app, timeout)
+    expected = expected_replies(app.fleet_settings.var_dir, sum(q.consumers for q in queues))
+    workers = read_workers(app, timeout, expected)
     return {
         "queues": [asdict(q) for q in queues],
         "pools": [{**asdict(p), "saturation": round(p.saturation, 3)} for p in summarize_pools(workers)],

@@ -18,8 +18,22 @@ TRANSIENT_SMTP_ERRORS = (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectErro
 FANOUT_CHUNK = 100
 
 
+class SMTPUnreachable(ConnectionError):
+    """No SMTP server answers where the settings point; the message names them."""
+
+
+def _connect(settings: Settings) -> smtplib.SMTP:
+    try:
+        return smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout)
+    except OSError as exc:  # refused, unresolvable, timed out: the task retries it as transient
+        raise SMTPUnreachable(
+            f"cannot reach the SMTP server at FLEET_SMTP_HOST={settings.smtp_host} "
+            f"FLEET_SMTP_PORT={settings.smtp_port}: {exc}"
+        ) from exc
+
+
 def _deliver(settings: Settings, message: EmailMessage) -> None:
-    with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout) as smtp:
+    with _connect(settings) as smtp:
         if settings.smtp_starttls:
             smtp.starttls()
         if settings.smtp_user:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fleet.render import SUPERVISOR_FILE
+from fleet.supervisor_auth import ensure_auth
 from tests.support.processes import FleetProcess
 
 BIN = Path(sys.executable).parent
@@ -26,10 +28,11 @@ def clean_env(**settings: str) -> dict[str, str]:
 class Supervisor:
     """``supervisord``/``supervisorctl`` on a checkout's rendered config (FLEET_HOME, FLEET_VAR_DIR in ``env``)."""
 
-    def __init__(self, home: Path, env: Mapping[str, str]) -> None:
-        self.conf = home / "deploy" / "supervisor" / SUPERVISOR_FILE
-        self.env = dict(env)
+    def __init__(self, home: Path, env: Mapping[str, str], conf: str = SUPERVISOR_FILE) -> None:
+        self.conf = home / "deploy" / "supervisor" / conf
+        self.env = {"FLEET_USER": getpass.getuser(), **env}
         self.var = Path(self.env["FLEET_VAR_DIR"])
+        self.ctl_conf = ensure_auth(self.var)  # what `make run` does before starting supervisord
         argv = [str(BIN / "supervisord"), "-c", str(self.conf)]
         self.process = FleetProcess(argv, self.env, self.var / "supervisord.out")
 
@@ -39,7 +42,7 @@ class Supervisor:
         return self
 
     def ctl(self, *args: str, timeout: float = 700) -> subprocess.CompletedProcess[str]:
-        argv = [str(BIN / "supervisorctl"), "-c", str(self.conf), *args]
+        argv = [str(BIN / "supervisorctl"), "-c", str(self.ctl_conf), *args]
         return subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout)
 
     def states(self) -> dict[str, str]:
