@@ -53,7 +53,11 @@ def worker_argv(spec: PoolSpec, node: str, settings: Settings) -> list[str]:
     return argv
 
 
-def run_worker(app: FleetCelery, spec: PoolSpec, node: str) -> None:
-    """Run the worker in this process (so under Kubernetes it is PID 1 and gets TERM)."""
+def run_worker(app: FleetCelery, spec: PoolSpec, node: str) -> int:
+    """Run the worker in this process (so under Kubernetes it is PID 1 and gets TERM); its exit code.
+
+    Not ``app.worker_main``: it drops the worker's exit code, so a worker that gave up
+    ("Unrecoverable error", exit code 1) looked like a clean stop to supervisor and Kubernetes.
+    """
     app.conf.task_acks_late = spec.acks_late
-    app.worker_main(worker_argv(spec, node, app.fleet_settings))
+    return app.start(worker_argv(spec, node, app.fleet_settings)) or 0
