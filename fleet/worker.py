@@ -5,6 +5,9 @@ from __future__ import annotations
 import socket
 from collections.abc import Mapping
 
+import click
+from celery.bin.celery import celery as celery_command
+
 from fleet.celery_app import FleetCelery
 from fleet.pools import PoolSpec, env_overrides, get_pool, with_overrides
 from fleet.settings import Settings
@@ -56,8 +59,17 @@ def worker_argv(spec: PoolSpec, node: str, settings: Settings) -> list[str]:
 def run_worker(app: FleetCelery, spec: PoolSpec, node: str) -> int:
     """Run the worker in this process (so under Kubernetes it is PID 1 and gets TERM); its exit code.
 
-    Not ``app.worker_main``: it drops the worker's exit code, so a worker that gave up
-    ("Unrecoverable error", exit code 1) looked like a clean stop to supervisor and Kubernetes.
+    Runs Celery's own ``celery worker`` command, as ``app.worker_main`` does, but keeps the
+    exit code that ``worker_main`` drops: a worker that gave up ("Unrecoverable error",
+    exit code 1) looked like a clean stop to supervisor and Kubernetes.
     """
     app.conf.task_acks_late = spec.acks_late
-    return app.start(worker_argv(spec, node, app.fleet_settings)) or 0
+    argv = worker_argv(spec, node, app.fleet_settings)
+    celery_command.params[0].default = app  # what ``app.start`` does: the command's --app is this app
+    try:
+        code = celery_command.main(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as exit_:
+        code = exit_.exit_code
+    finally:
+        celery_command.params[0].default = None
+    return code if isinstance(code, int) else 0
