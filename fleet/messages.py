@@ -67,8 +67,8 @@ def _strings(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
-#: Protocol-2 headers Celery reads in the worker's main process or the pool child, and what each may hold
-#: (``None`` is always allowed: Celery's own producer sends it for unset ones). Other headers pass untouched.
+#: Protocol-2 headers Celery reads in the worker's main process or the pool child, and what each may hold.
+#: ``None`` is allowed (Celery's own producer sends it for unset ones) but for NOT_NULL. Other headers pass.
 HEADER_CHECKS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "lang": ("a string", lambda v: isinstance(v, str)),
     "shadow": ("a string", lambda v: isinstance(v, str)),
@@ -90,6 +90,10 @@ HEADER_CHECKS: dict[str, tuple[str, Callable[[Any], bool]]] = {
 }
 
 
+#: Counts Celery does arithmetic on (a retry, the retry after a lost worker) without a None check; absent is 0.
+NOT_NULL = frozenset({"retries", "replaced_task_nesting"})
+
+
 def _clip(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
@@ -106,7 +110,7 @@ def check_headers(headers: Any) -> MessageRejected | None:
             return MessageRejected("headers", f"header {required!r} is {problem} (not a Celery protocol 2 task)")
     for name, (expected, valid) in HEADER_CHECKS.items():
         value = headers.get(name)
-        if value is not None and not valid(value):
+        if (value is not None or (name in NOT_NULL and name in headers)) and not valid(value):
             return MessageRejected("headers", f"header {name!r} is {_clip(value)}, not {expected}")
     return None
 
