@@ -25,6 +25,10 @@ JSON = "application/json"
 UTF8 = frozenset({"utf-8", "utf8"})  # kombu decodes JSON as UTF-8 whatever the encoding says
 EMBED_LISTS = ("callbacks", "errbacks", "chain")  # lists of signatures (dicts)
 EMBED_KEYS = frozenset({*EMBED_LISTS, "chord"})  # chord: one signature (a dict)
+#: How deep lists and objects may nest in the body or the headers. The pool pickles them to its
+#: children from the worker's event loop, outside any per-message guard, and pickle recurses per
+#: level: JSON nested ~900 deep decodes but does not pickle, and stopped the worker.
+MAX_NESTING = 100
 
 
 class MessageRejected(Exception):
@@ -94,6 +98,19 @@ HEADER_CHECKS: dict[str, tuple[str, Callable[[Any], bool]]] = {
 NOT_NULL = frozenset({"retries", "replaced_task_nesting"})
 
 
+def _too_deep(value: Any, limit: int = MAX_NESTING) -> bool:
+    """Whether lists and objects nest deeper than ``limit`` in ``value`` (iteratively: the point is a
+    value too deep to recurse on)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, list | dict):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
 def _clip(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
@@ -108,6 +125,8 @@ def check_headers(headers: Any) -> MessageRejected | None:
         if not isinstance(value, str) or not value:
             problem = "missing" if required not in headers else f"{_clip(value)}, not a non-empty string"
             return MessageRejected("headers", f"header {required!r} is {problem} (not a Celery protocol 2 task)")
+    if _too_deep(headers):
+        return MessageRejected("headers", f"headers nest deeper than {MAX_NESTING} levels")
     for name, (expected, valid) in HEADER_CHECKS.items():
         value = headers.get(name)
         if (value is not None or (name in NOT_NULL and name in headers)) and not valid(value):
@@ -119,6 +138,8 @@ def check_body(body: Any) -> MessageRejected | None:
     """The decoded body's problem, or None: it must be ``[args, kwargs, embed]``."""
     if not isinstance(body, list) or len(body) != 3:
         return MessageRejected("body", f"body is {_clip(body)}, not [args, kwargs, embed]")
+    if _too_deep(body):
+        return MessageRejected("body", f"body nests deeper than {MAX_NESTING} levels")
     args, kwargs, embed = body
     if not isinstance(args, list):
         return MessageRejected("body", f"args are {_clip(args)}, not a list")

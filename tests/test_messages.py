@@ -3,6 +3,7 @@ and whatever the check lets through, Celery's own Request and strategy steps acc
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import pytest
@@ -46,6 +47,7 @@ def _as_celery_would(app: FleetCelery, message: Message) -> None:
     if request.expires:
         request.maybe_expire()
     assert request.id in {request.id}  # the revoked set
+    pickle.dumps((request.request_dict, request.body))  # the pool sends both to a child, from the event loop
     assert isinstance(request.request_dict.get("retries", 0), int)
 
 

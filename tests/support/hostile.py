@@ -50,6 +50,14 @@ def valid_headers(task_id: str, task: str = HEALTHY_TASK) -> dict[str, Any]:
 VALID_BODY: list[Any] = [[1], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
 
 
+def nest(depth: int) -> list[Any]:
+    """A list nested ``depth`` deep: ``[[[...]]]``."""
+    nested: list[Any] = []
+    for _ in range(depth - 1):
+        nested = [nested]
+    return nested
+
+
 @dataclass
 class Hostile:
     """One raw message to publish; ``tag`` finds it again."""
@@ -75,12 +83,17 @@ def from_corpus(entry: dict[str, Any]) -> Hostile:
         for name in entry.get("drop_headers", ()):
             headers.pop(name)
         headers.update(entry.get("headers", {}))
+        if "headers_nested_depth" in entry:  # an x-nested header: one list nested that deep
+            headers["x-nested"] = nest(entry["headers_nested_depth"])
     if "raw_body" in entry:
         body = entry["raw_body"].encode()
     elif "raw_body_hex" in entry:
         body = bytes.fromhex(entry["raw_body_hex"])
     elif "nested_depth" in entry:
         body = b"[" * entry["nested_depth"] + b"]" * entry["nested_depth"]
+    elif "args_nested_depth" in entry:  # args: one list nested that deep
+        depth = entry["args_nested_depth"]
+        body = b"[" + b"[" * depth + b"]" * depth + b", {}, null]"
     else:
         body = json.dumps(entry.get("body", VALID_BODY)).encode()
     properties = {"content_type": "application/json", "content_encoding": "utf-8", **entry.get("properties", {})}
@@ -152,10 +165,6 @@ def account(app: Any, dead: DeadLetters, messages: list[Hostile], timeout: float
         if len(outcome) == len(messages) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    lost = [
-        (hostile.name, hostile.headers, hostile.properties, hostile.body[:200])
-        for hostile in messages
-        if hostile.tag not in outcome
-    ]
-    assert not lost, f"{len(lost)} hostile messages neither dead-lettered nor run: {lost}"
+    lost = [f"{h.name}: {h.body[:60]!r}" for h in messages if h.tag not in outcome]
+    assert not lost, f"{len(lost)} hostile messages neither dead-lettered nor run, e.g. {lost[:5]}"
     return outcome

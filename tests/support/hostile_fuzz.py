@@ -9,7 +9,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from tests.support.hostile import VALID_BODY, Hostile, valid_headers
+from tests.support.hostile import VALID_BODY, Hostile, nest, valid_headers
 
 _text = st.text(max_size=20)
 _short = st.text(alphabet=string.printable, max_size=30)
@@ -52,6 +52,10 @@ _embed = st.one_of(
     _json_value,
 )
 
+
+#: one list nested 1 to 950 deep: deep enough to defeat pickle, shallow enough to decode
+
+_nested = st.integers(1, 950).map(lambda depth: [nest(depth)])
 
 #: a task message has three parts; each example breaks some of them and leaves the others valid
 PARTS = ("headers", "properties", "body")
@@ -99,7 +103,7 @@ def hostile_messages(draw: st.DrawFn) -> Hostile:
         shape = draw(st.sampled_from(["parts", "json", "bytes"]))
         if shape == "parts":
             part = draw(st.sampled_from(["args", "kwargs", "embed"]))
-            args = draw(_json_value) if part == "args" else args
+            args = draw(st.one_of(_json_value, _nested)) if part == "args" else args
             kwargs = draw(_json_value) if part == "kwargs" else kwargs
             embed = draw(_embed) if part == "embed" else VALID_BODY[2]
             body = json.dumps([args, kwargs, embed]).encode()
