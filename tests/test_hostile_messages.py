@@ -103,9 +103,12 @@ def test_corpus_is_dead_lettered_or_run_and_the_worker_lives(
             )
             for reason, count in expected.items():
                 assert scrape.total("fleet_messages_rejected_total", queue="default", reason=reason) == count, reason
+            assert scrape.total("fleet_messages_rejected_total") == expected.total(), "nothing else was rejected"
             log = worker.log()
-            for reason in expected:
-                assert f"reason={reason}" in log
+            for entry, hostile in zip(entries, messages, strict=True):
+                if entry["expect"] == "dlq" and isinstance(hostile.task_id, str) and hostile.task_id:
+                    assert f"reason={entry['reason']} task=" in log and hostile.task_id in log, entry["name"]
+            _assert_healthy_done(healthy, dead)  # none of them reached the dead letters read since
     finally:
         worker.stop()
 

@@ -35,7 +35,9 @@ FAILED = Counter(
     (*TASK, "exception"),
 )
 RETRIED = Counter("fleet_tasks_retried", "Task executions that ended in a retry.", TASK)
-REJECTED = Counter("fleet_tasks_rejected", "Messages refused without running (unknown task, undecodable).", TASK)
+REJECTED = Counter(
+    "fleet_tasks_rejected", "Messages refused without running (malformed, unknown task, undecodable).", TASK
+)
 MESSAGES_REJECTED = Counter(
     "fleet_messages_rejected",
     "Messages dead-lettered without running, by reason (malformed, undecodable, unknown task...).",
