@@ -52,7 +52,7 @@ def worker(pool: str, index: int | None, pool_kind: str | None, **flags: str | N
         metrics.launch(settings, spec, node, index)  # before anything imports prometheus_client
     from fleet.celery_app import create_celery
 
-    run_worker(create_celery(settings), spec, node)
+    sys.exit(run_worker(create_celery(settings), spec, node))
 
 
 @main.command()

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from celery.utils.time import maybe_iso8601
 from celery.worker.strategy import default as default_strategy
 
 from fleet.republish import republish
@@ -36,7 +37,7 @@ def park_for(remaining: float, hold_limit: float) -> int | None:
 
 
 def _seconds_until(eta: str) -> float:
-    due = datetime.fromisoformat(eta)
+    due = maybe_iso8601(eta)  # Celery's parser, the one fleet.messages checked the header with
     if due.tzinfo is None:
         due = due.replace(tzinfo=UTC)
     return (due - datetime.now(UTC)).total_seconds()

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from celery import signals
+from celery.utils.saferepr import saferepr
 
 logger = logging.getLogger("fleet.tasks")
 
@@ -39,14 +40,19 @@ def on_failure(
 
 
 def on_rejected(sender: Any = None, message: Any = None, exc: BaseException | None = None, **_: Any) -> None:
-    headers = getattr(message, "headers", None) or {}
+    """One line per dead-lettered message, with why (a malformed message's fields may be
+    anything, so they are clipped)."""
+    headers = getattr(message, "headers", None)
+    headers = headers if isinstance(headers, dict) else {}
     delivery_info = getattr(message, "delivery_info", None) or {}
     logger.error(
-        "message rejected (dead-lettered): task=%s id=%s queue=%s error=%r",
-        headers.get("task"),
-        headers.get("id"),
+        "message rejected (dead-lettered): reason=%s task=%s id=%s queue=%s content_type=%s: %s",
+        getattr(exc, "reason", "error"),
+        saferepr(headers.get("task"), maxlen=120),
+        saferepr(headers.get("id"), maxlen=120),
         delivery_info.get("routing_key"),
-        exc,
+        saferepr(getattr(message, "content_type", None), maxlen=120),
+        getattr(exc, "detail", None) or repr(exc),
     )
 
 

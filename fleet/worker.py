@@ -5,6 +5,9 @@ from __future__ import annotations
 import socket
 from collections.abc import Mapping
 
+import click
+from celery.bin.celery import celery as celery_command
+
 from fleet.celery_app import FleetCelery
 from fleet.pools import PoolSpec, env_overrides, get_pool, with_overrides
 from fleet.settings import Settings
@@ -53,7 +56,20 @@ def worker_argv(spec: PoolSpec, node: str, settings: Settings) -> list[str]:
     return argv
 
 
-def run_worker(app: FleetCelery, spec: PoolSpec, node: str) -> None:
-    """Run the worker in this process (so under Kubernetes it is PID 1 and gets TERM)."""
+def run_worker(app: FleetCelery, spec: PoolSpec, node: str) -> int:
+    """Run the worker in this process (so under Kubernetes it is PID 1 and gets TERM); its exit code.
+
+    Runs Celery's own ``celery worker`` command, as ``app.worker_main`` does, but keeps the
+    exit code that ``worker_main`` drops: a worker that gave up ("Unrecoverable error",
+    exit code 1) looked like a clean stop to supervisor and Kubernetes.
+    """
     app.conf.task_acks_late = spec.acks_late
-    app.worker_main(worker_argv(spec, node, app.fleet_settings))
+    argv = worker_argv(spec, node, app.fleet_settings)
+    celery_command.params[0].default = app  # what ``app.start`` does: the command's --app is this app
+    try:
+        code = celery_command.main(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as exit_:
+        code = exit_.exit_code
+    finally:
+        celery_command.params[0].default = None
+    return code if isinstance(code, int) else 0

@@ -24,8 +24,9 @@ class Labeler:
         self.max_exception_names = max_exception_names
         self._exception_names: set[str] = set()
 
-    def task(self, name: str | None) -> str:
-        return name if name in self.known_tasks else OTHER
+    def task(self, name: Any) -> str:
+        # a malformed message's task header may be anything, even unhashable
+        return name if isinstance(name, str) and name in self.known_tasks else OTHER
 
     @staticmethod
     def queue(delivery_info: Mapping[str, Any] | None) -> str:

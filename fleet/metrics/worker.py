@@ -16,6 +16,7 @@ from typing import Any
 from celery import signals
 from prometheus_client import Counter, Gauge, Histogram
 
+from fleet.messages import REASONS as REJECT_REASONS
 from fleet.metrics.labels import OTHER, Labeler
 from fleet.metrics.stamp import PUBLISHED_AT_HEADER
 
@@ -34,7 +35,14 @@ FAILED = Counter(
     (*TASK, "exception"),
 )
 RETRIED = Counter("fleet_tasks_retried", "Task executions that ended in a retry.", TASK)
-REJECTED = Counter("fleet_tasks_rejected", "Messages refused without running (unknown task, undecodable).", TASK)
+REJECTED = Counter(
+    "fleet_tasks_rejected", "Messages refused without running (malformed, unknown task, undecodable).", TASK
+)
+MESSAGES_REJECTED = Counter(
+    "fleet_messages_rejected",
+    "Messages dead-lettered without running, by reason (malformed, undecodable, unknown task...).",
+    ("queue", "reason"),
+)
 REVOKED = Counter("fleet_tasks_revoked", "Tasks revoked (cancelled, expired or terminated).", TASK)
 WORKER_LOST = Counter("fleet_tasks_worker_lost", "Tasks whose pool process died under them.", TASK)
 TIME_LIMIT_HITS = Counter("fleet_task_time_limit_hits", "Soft and hard time limits reached.", (*TASK, "limit"))
@@ -89,6 +97,8 @@ def precreate(pool: str, queues: Iterable[str], tasks: Iterable[str], labeler: L
             IN_PROGRESS.labels(queue, task).set(0)
             for limit in TIME_LIMITS:
                 TIME_LIMIT_HITS.labels(queue, task, limit)
+        for reason in REJECT_REASONS:
+            MESSAGES_REJECTED.labels(queue, reason)
     for reason in RESTART_REASONS:
         CHILD_RESTARTS.labels(pool, reason)
 
@@ -141,10 +151,11 @@ def on_failure(sender: Any = None, exception: BaseException | None = None, **_: 
         setattr(request, COUNTED, True)
 
 
-def on_rejected(message: Any = None, **_: Any) -> None:
+def on_rejected(message: Any = None, exc: BaseException | None = None, **_: Any) -> None:
     headers = getattr(message, "headers", None) or {}
     queue = _labeler.queue(getattr(message, "delivery_info", None))
     REJECTED.labels(queue, _labeler.task(headers.get("task"))).inc()
+    MESSAGES_REJECTED.labels(queue, getattr(exc, "reason", "error")).inc()
 
 
 def on_revoked(request: Any = None, **_: Any) -> None:
