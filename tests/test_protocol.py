@@ -1,4 +1,4 @@
-"""The protocol-2 check (fleet.messages) as pure logic: the corpus is classified as recorded,
+"""The protocol-2 check (fleet.protocol) as pure logic: the corpus is classified as recorded,
 and whatever the check lets through, Celery's own Request and strategy steps accept."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from kombu.asynchronous.timer import to_timestamp
 from kombu.message import Message
 
 from fleet.celery_app import FleetCelery
-from fleet.messages import REASONS, check_message
 from fleet.parking import _seconds_until
+from fleet.protocol import REASONS, check_message
 from tests.support.hostile import Hostile, corpus, from_corpus
 from tests.support.hostile_fuzz import hostile_messages
 
