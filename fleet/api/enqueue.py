@@ -31,7 +31,7 @@ from fleet.api.schemas import Accepted, BatchAccepted, PublishOptions, TaskReque
 from fleet.api.state import ApiState, api_state
 from fleet.canvas import capture, fix_ids
 from fleet.metrics.api import api_metrics, task_label
-from fleet.publish import BrokerUnavailable, TaskMessages, publish_confirmed, publish_one
+from fleet.publish import MIN_STEP, BrokerUnavailable, TaskMessages, publish_confirmed, publish_one
 from routing import UnknownQueueError, UnknownTaskError, resolve_queue
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -166,12 +166,14 @@ def enqueue_signature(state: ApiState, signature: Signature, entry_task: str) ->
     queue = queue_of(entry_task, None)
     started = time.perf_counter()
     result, messages = capture(state.celery, signature)
+    # Building counts against the deadline too (a chord first saves its group in the result backend).
+    left = state.settings.publish_timeout - (time.perf_counter() - started)
 
     def send(producer: Producer, remaining: float) -> None:
         publish_confirmed(producer.connection, messages, remaining)
 
     try:
-        state.publisher.run(send)
+        state.publisher.run(send, timeout=max(left, MIN_STEP))
     except BrokerUnavailable as exc:
         raise publish_failed("workflow", started, exc) from None
     record_published(state, "workflow", started, [(queue, entry_task)])
