@@ -12,7 +12,7 @@ plumbing): see docs/PERFORMANCE.md. Plain calls only; a canvas is captured from
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,6 +26,9 @@ from kombu.entity import maybe_delivery_mode
 from kombu.serialization import dumps
 
 from routing import resolve_queue
+
+#: namespace of task ids derived from a seed (an Idempotency-Key, a parent task's id)
+DERIVED_IDS = uuid.uuid5(uuid.NAMESPACE_URL, "fleet:derived-task-ids")
 
 #: (task name, args, kwargs) or (task name, args, kwargs, options)
 Call = tuple[str, Sequence[Any], dict[str, Any]] | tuple[str, Sequence[Any], dict[str, Any], dict[str, Any]]
@@ -167,3 +170,16 @@ def _seconds_left(app: Celery, expires: Any) -> float | None:
     if isinstance(expires, datetime):
         expires = (maybe_make_aware(expires) - app.now()).total_seconds()
     return max(float(expires), 0.0)
+
+
+def derived_ids(seed: str) -> Iterator[str]:
+    """Task ids derived from ``seed``, in order: the same seed always yields the same ids.
+
+    Whatever publishes again after an unknown outcome (a client retrying with
+    its Idempotency-Key, a fan-out task run again) then republishes the same
+    ids, and the worker runs each id once (fleet.dedup).
+    """
+    n = 0
+    while True:
+        yield str(uuid.uuid5(DERIVED_IDS, f"{seed}\0{n}"))
+        n += 1

@@ -28,7 +28,6 @@ import json
 import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -36,12 +35,11 @@ from typing import Any, Protocol
 from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, Text, create_engine, delete, select
 from sqlalchemy import update as sql_update
 
+from fleet.messages import derived_ids
 from fleet.settings import Settings
 
 TABLE = "fleet_idempotency"
 REDIS_PREFIX = "fleet-idempotency:"
-#: namespace of the task ids derived from Idempotency-Keys
-TASK_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "fleet:idempotency-key")
 
 
 @dataclass(frozen=True)
@@ -79,10 +77,7 @@ def task_ids(key: str, fingerprint: str) -> Iterator[str]:
     The same key and request always yield the same ids: a retry after a 503
     republishes what the first attempt may have queued, and the worker runs it once.
     """
-    n = 0
-    while True:
-        yield str(uuid.uuid5(TASK_ID_NAMESPACE, f"{key}\0{fingerprint}\0{n}"))
-        n += 1
+    return derived_ids(f"{key}\0{fingerprint}")
 
 
 class SQLStore:
