@@ -10,7 +10,7 @@ from typing import Any
 from kombu import Connection
 
 from fleet.metrics.stamp import PUBLISHED_AT_HEADER
-from fleet.publish import Publisher
+from fleet.publish import Publisher, publisher_for
 from fleet.republish import REPLAY_HEADER, republish
 from queues import TASK_EXCHANGE, WORK_QUEUES, dlq_name
 
@@ -86,7 +86,6 @@ def replay(
     """
     if publisher is None:
         from fleet import default_app
-        from fleet.publish import publisher_for
 
         publisher = publisher_for(default_app())
     channel = connection.channel()

@@ -45,12 +45,11 @@ from celery import Celery, signals
 from kombu import Connection, Producer
 from kombu.common import maybe_declare
 
-from fleet.messages import OPTIONS, Call, TaskMessage, TaskMessages
+from fleet.messages import Call, TaskMessage, TaskMessages
 from fleet.transport import normalize_broker_url
 from queues import TASK_EXCHANGE, declare_topology
 
 __all__ = [
-    "OPTIONS",
     "BrokerUnavailable",
     "Call",
     "Confirms",
