@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import Any
 
 import amqp
 from celery import Celery
@@ -27,7 +27,6 @@ from kombu import Producer
 
 from fleet.messages import TaskMessage
 
-T = TypeVar("T")
 _capture: ContextVar[CapturingProducer | None] = ContextVar("fleet_canvas_capture", default=None)
 
 
