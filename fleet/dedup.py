@@ -15,7 +15,8 @@ STARTED, same attempt (``retries``),     skip: another live delivery holds it (a
 not a redelivery, not a DLQ replay       crashed one comes back *redelivered* and
                                          runs then)
 the same id and attempt already held     skip: that copy runs
-by this worker (reserved or running)
+by this worker (waiting, reserved or
+running), not a redelivery or replay
 RETRY, or STARTED with a lower attempt   run: Celery's own retry republishes the
                                          same id with ``retries`` + 1
 FAILURE, REVOKED is Celery's own         run (FAILURE): a DLQ replay is a new try
@@ -40,7 +41,7 @@ import logging
 from typing import Any
 
 from celery import states
-from celery.worker.state import active_requests, reserved_requests, task_ready
+from celery.worker import state as worker_state
 
 from fleet.metrics.request import MeteredRequest
 from fleet.republish import REPLAY_HEADER
@@ -48,14 +49,26 @@ from fleet.republish import REPLAY_HEADER
 logger = logging.getLogger("fleet.dedup")
 
 
+def _attempt(request: Any) -> int:
+    return request.request_dict.get("retries") or 0
+
+
+def held_copy(request: Any) -> Any | None:
+    """Another delivery of the same id and attempt this worker holds (waiting, reserved or running)."""
+    held = (*worker_state.active_requests, *worker_state.reserved_requests, *worker_state.scheduled_requests)
+    attempt = _attempt(request)
+    return next((r for r in held if r is not request and r.id == request.id and _attempt(r) == attempt), None)
+
+
 def duplicate_of(request: Any) -> str | None:
     """Why this delivery must not run (a short reason), or None to run it."""
     if request.ignore_result or request.task.ignore_result:
         return None
-    attempt = request.request_dict.get("retries") or 0
-    for other in (*active_requests, *reserved_requests):
-        if other is not request and other.id == request.id and (other.request_dict.get("retries") or 0) == attempt:
-            return "another copy is held by this worker"
+    attempt = _attempt(request)
+    # A redelivery means the copy that held it lost its channel: it can no longer be acked, so this one runs.
+    fresh = not (request.delivery_info.get("redelivered") or request.request_dict.get(REPLAY_HEADER))
+    if fresh and held_copy(request) is not None:
+        return "another copy is held by this worker"
     try:
         meta = request.task.backend.get_task_meta(request.id, cache=False)
     except Exception:  # noqa: BLE001 - the store is away: run it (at-least-once, never lost)
@@ -64,9 +77,7 @@ def duplicate_of(request: Any) -> str | None:
     state = meta.get("status")
     if state == states.SUCCESS:
         return "it already succeeded"
-    if request.request_dict.get(REPLAY_HEADER) or request.delivery_info.get("redelivered"):
-        return None
-    if state == states.STARTED and (meta.get("retries") or 0) >= attempt:
+    if fresh and state == states.STARTED and (meta.get("retries") or 0) >= attempt:
         return "another delivery is running it"
     return None
 
@@ -86,6 +97,9 @@ class OnceRequest(MeteredRequest):
         if reason is None:
             return False
         logger.info("task %s[%s] not run again: %s", self.name, self.id, reason)
-        task_ready(self)
+        worker_state.task_ready(self)
+        other = held_copy(self)
+        if other is not None:  # Celery indexes requests by id: point it back at the copy that runs
+            worker_state.requests[self.id] = other
         self.acknowledge()
         return True
