@@ -16,6 +16,7 @@ from celery import Celery, Task
 from celery import signals as celery_signals
 from flask import Flask
 
+from fleet.canvas import captured_producer
 from fleet.consumer import DeclareTopology
 from fleet.schedule import beat_schedule
 from fleet.settings import Settings, load_settings
@@ -30,9 +31,10 @@ class FlaskTask(Task):
 
     #: parks far-future ETA messages in RabbitMQ instead of holding them (fleet.parking)
     Strategy = "fleet.parking:strategy"
-    #: dead-letters tasks killed by their hard time limit (fleet.consumer), and counts what only
-    #: the worker's main process sees: hard time limits, lost pool children (fleet.metrics.request)
-    Request = "fleet.metrics.request:MeteredRequest"
+    #: dead-letters tasks killed by their hard time limit (fleet.consumer), counts what only
+    #: the worker's main process sees: hard time limits, lost pool children (fleet.metrics.request),
+    #: and never runs a task id twice (fleet.dedup)
+    Request = "fleet.dedup:OnceRequest"
     #: countdown of the retry published when a task's process died (task_retry_on_worker_lost)
     default_retry_delay = 1
 
@@ -53,6 +55,11 @@ class FleetCelery(Celery):
         from app import create_app  # the front end builds the Flask app; workers reuse it
 
         return create_app(self.fleet_settings, celery=self)
+
+    def producer_or_acquire(self, producer: Any = None) -> Any:
+        """Celery's, except that a canvas being captured for the bounded publisher publishes into
+        the capture (fleet.canvas): canvases drop the ``producer=`` they are given."""
+        return super().producer_or_acquire(producer or captured_producer())
 
 
 def celery_config(settings: Settings, registered: Callable[[], Container[str]]) -> dict[str, Any]:

@@ -7,10 +7,11 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from kombu import Connection, Producer
+from kombu import Connection
 
 from fleet.metrics.stamp import PUBLISHED_AT_HEADER
-from fleet.republish import republish
+from fleet.publish import Publisher, publisher_for
+from fleet.republish import REPLAY_HEADER, republish
 from queues import TASK_EXCHANGE, WORK_QUEUES, dlq_name
 
 #: Header of Celery's task protocol 2 counting the retries a task has used (``task.request.retries``).
@@ -103,16 +104,26 @@ def peek(connection: Connection, queue: str, limit: int = 20, backend: Any = Non
         channel.close()  # unacked messages go back to the queue
 
 
-def replay(connection: Connection, queue: str, task_id: str | None = None, limit: int | None = None) -> int:
+def replay(
+    connection: Connection,
+    queue: str,
+    task_id: str | None = None,
+    limit: int | None = None,
+    publisher: Publisher | None = None,
+) -> int:
     """Move dead letters of ``queue`` back to their work queue; return how many moved.
 
-    Each message is republished with a confirm before it is acked, so a crash
-    mid-way duplicates at worst, never loses. A replayed task gets a fresh retry budget: its
-    retry count is reset, or one failure would send a task that had used its retries straight
-    back here.
+    Each message is republished by fleet's publisher (bounded, confirmed)
+    before it is acked, so a crash mid-way duplicates at worst, never loses;
+    marked as a replay, so the worker runs it again unless it already succeeded.
+    A replayed task gets a fresh retry budget: its retry count is reset, or one
+    failure would send a task that had used its retries straight back here.
     """
+    if publisher is None:
+        from fleet import default_app
+
+        publisher = publisher_for(default_app())
     channel = connection.channel()
-    producer = Producer(connection.channel())
     moved = skipped = 0
     try:
         while limit is None or moved < limit:
@@ -123,13 +134,12 @@ def replay(connection: Connection, queue: str, task_id: str | None = None, limit
                 skipped += 1
                 continue  # stays unacked, returns to the queue when the channel closes
             # a replay is a new publish: queue wait counts from now, not from the first attempt
-            fresh = {PUBLISHED_AT_HEADER: time.time(), RETRIES_HEADER: 0}
-            republish(producer, message, TASK_EXCHANGE, _origin(queue, message), **fresh)
+            fresh = {PUBLISHED_AT_HEADER: time.time(), REPLAY_HEADER: True, RETRIES_HEADER: 0}
+            republish(publisher, message, TASK_EXCHANGE, _origin(queue, message), **fresh)
             channel.basic_ack(message.delivery_tag)
             moved += 1
     finally:
         channel.close()
-        producer.channel.close()
     return moved
 
 

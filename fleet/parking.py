@@ -19,6 +19,7 @@ from typing import Any
 from celery.utils.time import maybe_iso8601
 from celery.worker.strategy import default as default_strategy
 
+from fleet.publish import publisher_for
 from fleet.republish import republish
 from queues import DELAY_EXCHANGE, DELAY_HEADER, DELAY_SECONDS
 
@@ -44,9 +45,10 @@ def _seconds_until(eta: str) -> float:
 
 
 def park(app: Any, message: Any, seconds: int) -> None:
-    """Republish ``message`` into the ``seconds`` delay queue with a confirm, then ack it."""
-    with app.producer_pool.acquire(block=True) as producer:
-        republish(producer, message, DELAY_EXCHANGE, message.delivery_info["routing_key"], **{DELAY_HEADER: seconds})
+    """Republish ``message`` into the ``seconds`` delay queue with a confirm (bounded), then ack it."""
+    republish(
+        publisher_for(app), message, DELAY_EXCHANGE, message.delivery_info["routing_key"], **{DELAY_HEADER: seconds}
+    )
     message.ack()
 
 

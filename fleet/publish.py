@@ -1,191 +1,96 @@
-"""Publishing tasks fast, with every message confirmed by RabbitMQ.
+"""fleet's one publisher: pooled confirm-mode connections, one deadline, one retry rule, failover.
 
-Celery's confirmed publish waits for RabbitMQ's ack after every message: one
-round trip each, which caps a publisher far below the broker's rate. Here a
-batch is written first and the acks are collected afterwards, and the call
-still returns only once RabbitMQ confirmed every message.
+Everything fleet publishes goes through :class:`Publisher`: the API (single
+tasks, batches, canvases), :func:`publish_many` (fan-outs, beat's digest), DLQ
+replay and parking. Celery's own producer pool retries and waits on the broker
+without a deadline, so a stopped, blocked (memory/disk alarm) or frozen
+RabbitMQ would hold a caller for as long as it lasts. Here:
 
-Messages are Celery's own protocol-2 messages: :class:`TaskMessages` routes with
-routing.py (through Celery's router), builds headers and body with Celery's
-``as_task_v2`` and sends the ``before``/``after_task_publish`` signals, exactly
-as ``apply_async`` does. What it leaves out is the per-message machinery a
-batch does not need and that cost most of the time in profiles (kombu's
-per-message queue declaration and producer plumbing): see docs/PERFORMANCE.md.
-Plain calls only: a canvas (link, chain, chord) goes through ``apply_async``.
+- **One deadline.** Connecting (every node of the list included), each socket
+  read/write and the wait for RabbitMQ's confirms all fit in ``timeout``
+  (``FLEET_PUBLISH_TIMEOUT`` by default) in total.
+- **One retry rule.** A pooled connection the broker closed while it sat idle
+  (restart, node loss) fails on first use; that publish is tried once more, on
+  a fresh connection, with the *same* messages (same task ids). Nothing else is
+  retried: the caller decides, knowing the outcome.
+- **An honest outcome.** :class:`PublishError` says whether anything was
+  written to the broker (``unknown``): if a message was written and not
+  confirmed, RabbitMQ may still queue it, so the only safe retry republishes
+  the same task id (the worker runs an id at most once, :mod:`fleet.dedup`).
+- **Failover.** ``CELERY_BROKER_URL`` may list alternates (``amqp://a//;amqp://b//``).
+  Nodes are tried in order, each attempt bounded by its share of what is left
+  of the deadline, starting from the node that answered last, so a dead node
+  costs its connect timeout once, not on every publish.
+
+A connection that failed or timed out is dropped without the AMQP close
+handshake (a blocked broker would never answer it), so a late confirm can
+never be mistaken for the next message's. Messages are batched with pipelined
+confirms (:func:`publish_confirmed`): written first, acks collected after.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 import time
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import amqp
+from amqp.exceptions import MessageNacked
 from celery import Celery, signals
-from celery.utils.nodenames import anon_nodename
-from celery.utils.time import maybe_make_aware
-from kombu import Connection, Queue
+from kombu import Connection, Producer
 from kombu.common import maybe_declare
-from kombu.entity import maybe_delivery_mode
-from kombu.exceptions import KombuError
-from kombu.serialization import dumps
 
-from routing import resolve_queue
+from fleet.messages import Call, TaskMessage, TaskMessages
+from fleet.transport import normalize_broker_url
+from queues import TASK_EXCHANGE, declare_topology
 
-#: (task name, args, kwargs) or (task name, args, kwargs, options)
-Call = tuple[str, Sequence[Any], dict[str, Any]] | tuple[str, Sequence[Any], dict[str, Any], dict[str, Any]]
+__all__ = [
+    "BrokerUnavailable",
+    "Call",
+    "Confirms",
+    "PublishError",
+    "Publisher",
+    "TaskMessage",
+    "TaskMessages",
+    "broker_urls",
+    "publish_confirmed",
+    "publish_many",
+    "publisher_for",
+]
 
-#: ``apply_async`` options a plain call may carry
-OPTIONS = frozenset({"queue", "priority", "countdown", "eta", "expires", "time_limit", "soft_time_limit", "task_id"})
-#: the task-level defaults (``@task(priority=...)``) that apply, as in ``send_task``
-_TASK_DEFAULTS = ("queue", "priority", "expires", "time_limit", "soft_time_limit")
+logger = logging.getLogger("fleet.publish")
+T = TypeVar("T")
+#: Slowest acceptable single wait inside a publish when little budget is left.
+MIN_STEP = 0.05
+#: The deadline of a publish from an app that has no fleet settings.
+DEFAULT_TIMEOUT = 10.0
 
 
 class PublishError(Exception):
-    """RabbitMQ did not confirm every message (nack, timeout or lost connection).
+    """RabbitMQ did not confirm every message (nack, return, timeout or lost connection).
 
-    Some messages of the batch may still have been queued (``published`` were
-    sent): callers retry the batch and tasks stay idempotent (at-least-once,
-    never at-most-once).
+    ``published`` messages were written to the broker. ``unknown`` is True when
+    some of them may have been queued anyway (written, then no answer, or a
+    partial batch): a caller that retries must republish the same task ids.
+    False means nothing was accepted.
     """
 
-    def __init__(self, message: str, published: int = 0) -> None:
+    def __init__(self, message: str, published: int = 0, unknown: bool | None = None) -> None:
         super().__init__(message)
         self.published = published
+        self.unknown = bool(published) if unknown is None else unknown
 
 
-@dataclass(frozen=True)
-class TaskMessage:
-    """One task call, routed and serialized, ready for ``basic_publish``."""
-
-    task_id: str
-    name: str
-    queue: Queue
-    exchange: str
-    routing_key: str
-    body: Any
-    message: amqp.Message
+class BrokerUnavailable(PublishError):
+    """The publisher gave up within its deadline: broker down, blocked, refusing or silent."""
 
 
-class TaskMessages:
-    """Builds the messages ``app.send_task(name, args, kwargs, **options)`` would publish.
-
-    Made once per batch: it reads Celery's configuration and the calling task
-    (a fan-out from inside a task keeps the workflow's root and parent ids)
-    once, not per message.
-    """
-
-    def __init__(self, app: Celery) -> None:
-        conf = app.conf
-        self.app = app
-        self.celery_amqp = app.amqp
-        self.tasks = app.tasks
-        self._routes: dict[str, Queue] = {}
-        self.serializer: str = conf.task_serializer
-        self.delivery_mode: str | int = conf.task_default_delivery_mode
-        self.retry_policy: dict[str, Any] = conf.task_publish_retry_policy
-        self.repr_limits = (app.amqp.argsrepr_maxsize, app.amqp.kwargsrepr_maxsize)
-        self.origin = anon_nodename()
-        self.reply_to = app.thread_oid
-        parent = app.current_worker_task
-        self.parent_id = parent.request.id if parent else None
-        self.root_id = (parent.request.root_id or parent.request.id) if parent else None
-
-    def __call__(
-        self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any], options: Mapping[str, Any]
-    ) -> TaskMessage:
-        """One routed, serialized message; raises before anything is sent.
-
-        ``TypeError`` for options a plain call cannot carry; routing.py's
-        errors for unknown tasks or queues.
-        """
-        unsupported = set(options) - OPTIONS
-        if unsupported:
-            raise TypeError(
-                f"publish options {sorted(unsupported)} need apply_async; plain calls take {sorted(OPTIONS)}"
-            )
-        app, celery_amqp = self.app, self.celery_amqp
-        task = self.tasks.get(name)
-        chosen = dict(options)
-        if task is not None:
-            for key in _TASK_DEFAULTS:
-                if getattr(task, key, None) is not None:
-                    chosen.setdefault(key, getattr(task, key))
-        task_id = chosen.pop("task_id", None) or str(uuid.uuid4())
-        if "queue" in chosen:  # routing.py's error names fleet's queues; Celery's would not
-            resolve_queue(name, chosen["queue"])
-        if chosen:
-            routed = celery_amqp.router.route(chosen, name, args, kwargs, task)
-            queue = routed.pop("queue")
-        else:  # a plain call routes by name alone: once per name and batch
-            routed = {}
-            queue = self._routes.get(name) or self._routes.setdefault(
-                name, celery_amqp.router.route({}, name, args, kwargs, task)["queue"]
-            )
-        headers, properties, body, _ = celery_amqp.as_task_v2(
-            task_id,
-            name,
-            args,
-            kwargs,
-            countdown=routed.pop("countdown", None),
-            eta=routed.pop("eta", None),
-            expires=routed.get("expires"),
-            time_limit=routed.pop("time_limit", None),
-            soft_time_limit=routed.pop("soft_time_limit", None),
-            reply_to=self.reply_to,
-            root_id=self.root_id,
-            parent_id=self.parent_id,
-            origin=self.origin,
-            ignore_result=None,  # as send_task leaves it: the worker applies the task's own setting
-            # Arguments are JSON (no pickle), so plain repr is safe, and several times cheaper than saferepr.
-            argsrepr=_clipped_repr(args, self.repr_limits[0]),
-            kwargsrepr=_clipped_repr(kwargs, self.repr_limits[1]),
-        )
-        # As Celery does: a direct exchange's queue is reached through the default exchange.
-        direct = queue.exchange.type == "direct"
-        exchange, routing_key = ("", queue.name) if direct else (queue.exchange.name, queue.routing_key)
-        signals.before_task_publish.send(
-            sender=name,
-            body=body,
-            exchange=exchange,
-            routing_key=routing_key,
-            declare=[],
-            headers=headers,
-            properties=properties,
-            retry_policy=self.retry_policy,
-        )
-        content_type, content_encoding, payload = dumps(body, serializer=self.serializer)
-        ttl = _seconds_left(app, routed.get("expires"))
-        if ttl is not None:  # the message expires in the queue too, as send_task has it
-            properties["expiration"] = str(int(ttl * 1000))
-        message = amqp.Message(
-            payload,
-            content_type=content_type,
-            content_encoding=content_encoding,
-            application_headers=headers,
-            delivery_mode=maybe_delivery_mode(queue.exchange.delivery_mode or self.delivery_mode),
-            priority=routed.get("priority") or 0,
-            **properties,
-        )
-        return TaskMessage(task_id, name, queue, exchange, routing_key, body, message)
-
-
-def _clipped_repr(value: Any, limit: int) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _seconds_left(app: Celery, expires: Any) -> float | None:
-    if expires is None:
-        return None
-    if isinstance(expires, str):
-        expires = datetime.fromisoformat(expires)
-    if isinstance(expires, datetime):
-        expires = (maybe_make_aware(expires) - app.now()).total_seconds()
-    return max(float(expires), 0.0)
+# -- messages on the wire -------------------------------------------------------
 
 
 def publish_confirmed(connection: Connection, messages: Sequence[TaskMessage], timeout: float) -> None:
@@ -201,26 +106,26 @@ def publish_confirmed(connection: Connection, messages: Sequence[TaskMessage], t
     confirms = Confirms()
     try:
         channel = connection.channel()
-        try:
-            for queue in {id(item.queue): item.queue for item in messages}.values():
-                maybe_declare(queue, channel)
-            channel.confirm_select()
-            channel.events["basic_ack"].add(confirms.on_ack)
-            channel.events["basic_nack"].add(confirms.on_nack)
-            channel.events["basic_return"].add(confirms.on_return)
-            # The class's publish: a connection made with confirm_publish swaps in one that waits per message.
-            publish = amqp.Channel.basic_publish
-            for item in messages:
-                publish(channel, item.message, exchange=item.exchange, routing_key=item.routing_key, mandatory=True)
-                confirms.published += 1
-                _published(item)
-            _await_confirms(connection, confirms, timeout)
-        finally:
-            _close_quietly(channel)
+        for queue in {id(item.queue): item.queue for item in messages if item.queue is not None}.values():
+            maybe_declare(queue, channel)
+        channel.confirm_select()
+        channel.events["basic_ack"].add(confirms.on_ack)
+        channel.events["basic_nack"].add(confirms.on_nack)
+        channel.events["basic_return"].add(confirms.on_return)
+        # The class's publish: a connection made with confirm_publish swaps in one that waits per message.
+        publish = amqp.Channel.basic_publish
+        for item in messages:
+            publish(channel, item.message, exchange=item.exchange, routing_key=item.routing_key, mandatory=True)
+            confirms.published += 1
+            _published(item)
+        _await_confirms(connection, confirms, timeout)
     except (OSError, *connection.connection_errors, *connection.channel_errors) as exc:
+        # No polite channel close here: a blocked broker would not answer it within the deadline,
+        # and the caller drops the whole connection.
         raise PublishError(
             f"publishing failed after {confirms.published} of {len(messages)} messages: {exc!r}", confirms.published
         ) from exc
+    _close_quietly(channel)
 
 
 def publish_one(channel: Any, item: TaskMessage, timeout: float) -> None:
@@ -228,16 +133,37 @@ def publish_one(channel: Any, item: TaskMessage, timeout: float) -> None:
 
     One message, one round trip: the API's single-task path, on its pooled
     channels. Mandatory, as in :func:`publish_confirmed`: a returned message
-    raises instead of being dropped.
+    raises instead of being dropped. Raises :class:`PublishError` saying
+    whether the message was written (outcome unknown) or refused.
     """
-    channel.basic_publish(
-        item.message, exchange=item.exchange, routing_key=item.routing_key, mandatory=True, confirm_timeout=timeout
-    )
+    written = False
+    write = channel._basic_publish
+
+    def write_and_mark(*args: Any, **kwargs: Any) -> Any:
+        nonlocal written
+        result = write(*args, **kwargs)
+        written = True  # on the wire: from here on only RabbitMQ knows whether it queued it
+        return result
+
+    # py-amqp's confirm-mode publish is "write, then wait for the ack"; this tells the two apart.
+    channel._basic_publish = write_and_mark
+    try:
+        channel.basic_publish(
+            item.message, exchange=item.exchange, routing_key=item.routing_key, mandatory=True, confirm_timeout=timeout
+        )
+    except MessageNacked as exc:
+        raise PublishError(f"RabbitMQ refused the message (nack): {exc!r}", 1, unknown=False) from exc
+    except amqp.ChannelError as exc:  # basic.return (no route) or a channel-level refusal: nothing queued
+        raise PublishError(f"RabbitMQ did not queue the message: {exc!r}", int(written), unknown=False) from exc
+    except Exception as exc:
+        raise PublishError(f"no confirm from RabbitMQ: {exc!r}", int(written)) from exc
+    finally:
+        del channel._basic_publish  # the class's own again
     _published(item)
 
 
 def _published(item: TaskMessage) -> None:
-    if signals.after_task_publish.receivers:
+    if item.announce and signals.after_task_publish.receivers:
         signals.after_task_publish.send(
             sender=item.name,
             body=item.body,
@@ -245,43 +171,6 @@ def _published(item: TaskMessage) -> None:
             exchange=item.exchange,
             routing_key=item.routing_key,
         )
-
-
-def publish_many(app: Celery, calls: Iterable[Call], timeout: float = 10.0) -> list[str]:
-    """Publish ``calls`` and return their task ids once RabbitMQ confirmed all of them.
-
-    Every message is built before the first is sent, so a bad call (unknown
-    task or queue, unsupported option) raises and publishes nothing. Uses a
-    connection from the app's pool, reconnecting as ``task_publish_retry_policy``
-    allows; raises :class:`PublishError` if RabbitMQ does not confirm them all.
-    """
-    build = TaskMessages(app)
-    messages = [build(*_with_options(call)) for call in calls]
-    for attempt in (1, 2):
-        with app.pool.acquire(block=True, timeout=timeout) as connection:
-            try:
-                _connect(connection, app.conf.task_publish_retry_policy)
-                publish_confirmed(connection, messages, timeout)
-                break
-            except PublishError as exc:
-                connection.collect()  # the pool hands out a fresh connection next time
-                # A pooled connection the broker closed while idle fails before the first
-                # message: that case alone is worth one more try, on a fresh connection.
-                if attempt == 2 or exc.published:
-                    raise
-    return [item.task_id for item in messages]
-
-
-def _connect(connection: Connection, retry_policy: Mapping[str, Any]) -> None:
-    try:
-        connection.ensure_connection(**retry_policy)
-    except (OSError, KombuError, amqp.AMQPError) as exc:
-        raise PublishError(f"cannot connect to the broker: {exc!r}") from exc
-
-
-def _with_options(call: Call) -> tuple[str, Sequence[Any], dict[str, Any], dict[str, Any]]:
-    name, args, kwargs, *options = call
-    return name, args, kwargs, options[0] if options else {}
 
 
 class Confirms:
@@ -327,15 +216,20 @@ def _await_confirms(connection: Connection, confirms: Confirms, timeout: float) 
             connection.drain_events(timeout=remaining)
         except TimeoutError:
             continue
+    # Refused or unroutable messages were not queued; any the broker acked were: then the outcome is partial.
+    partial = confirms.acked_below > 1 or bool(confirms.acked)
     if confirms.returned:
         raise PublishError(
             f"RabbitMQ could route {len(confirms.returned)} of {confirms.published} messages to no queue "
             f"(routing keys {sorted(set(confirms.returned))}): is fleet's topology declared in this vhost?",
             confirms.published,
+            unknown=partial and len(confirms.returned) < confirms.published,
         )
     if confirms.nacked:
         raise PublishError(
-            f"RabbitMQ refused {confirms.nacked} of {confirms.published} messages (nack)", confirms.published
+            f"RabbitMQ refused {confirms.nacked} of {confirms.published} messages (nack)",
+            confirms.published,
+            unknown=partial or confirms.nacked < confirms.published,
         )
 
 
@@ -344,3 +238,259 @@ def _close_quietly(channel: Any) -> None:
         channel.close()
     except Exception:  # noqa: BLE001 - the channel may already be gone with the connection
         pass
+
+
+# -- the pool --------------------------------------------------------------------
+
+
+def broker_urls(url: str) -> list[str]:
+    """The nodes of a (failover) broker URL, in order, each pinned to py-amqp (fleet.transport)."""
+    return [normalize_broker_url(part.strip()) for part in url.split(";") if part.strip()]
+
+
+@dataclass
+class _Pooled:
+    connection: Connection
+    producer: Producer
+    created: float = field(default_factory=time.monotonic)
+    last_used: float = field(default_factory=time.monotonic)
+    uses: int = 0
+
+
+class Publisher:
+    """A per-process pool of confirm-mode connections with a deadline on every publish.
+
+    ``timeout`` bounds connecting, each socket read/write and the wait for the
+    confirms; :meth:`run` never takes much longer than ``timeout`` in total.
+    Thread-safe (gunicorn's gthread workers share it); fork-aware (a forked
+    child never reuses its parent's sockets).
+    """
+
+    def __init__(
+        self,
+        app: Celery,
+        timeout: float,
+        urls: Sequence[str] | None = None,
+        max_idle: int = 16,
+        idle_seconds: float = 60.0,
+        queue_type: str = "classic",
+        delivery_limit: int = 5,
+    ) -> None:
+        self.app = app
+        self.timeout = timeout
+        self.urls = list(urls or broker_urls(app.conf.broker_write_url or app.conf.broker_url))
+        self.max_idle = max_idle
+        self.idle_seconds = idle_seconds
+        self.queue_type = queue_type
+        self.delivery_limit = delivery_limit
+        self._idle: list[_Pooled] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._preferred = 0  # the node that answered last
+
+    # -- public ------------------------------------------------------------------
+
+    def run(self, send: Callable[[Producer, float], T], timeout: float | None = None) -> T:
+        """Call ``send(producer, remaining_seconds)`` on a pooled confirm-mode producer.
+
+        ``send`` publishes without retrying, waits at most ``remaining_seconds``
+        and returns once RabbitMQ acked. Any failure becomes
+        :class:`BrokerUnavailable` within the deadline (``timeout``, else the
+        publisher's), saying whether the outcome is unknown.
+        """
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        last_error: BaseException | None = None
+        unknown = False
+        for _attempt in range(2):
+            remaining = deadline - time.monotonic()
+            if remaining <= MIN_STEP:
+                break
+            try:
+                pooled = self._acquire(remaining)
+            except Exception as exc:  # noqa: BLE001 - any connect failure means "broker unavailable"
+                raise BrokerUnavailable(f"cannot connect to the broker: {exc!r}", unknown=unknown) from exc
+            reused = pooled.uses > 0
+            try:
+                result = send(pooled.producer, max(deadline - time.monotonic(), MIN_STEP))
+            except Exception as exc:  # noqa: BLE001 - nack, timeout, lost connection, channel error
+                self._discard(pooled)
+                last_error = exc
+                unknown = unknown or (isinstance(exc, PublishError) and exc.unknown)
+                if reused and _is_connection_error(exc):
+                    # The other idle connections date from the same broker run: drop them all,
+                    # so the retry connects afresh instead of meeting another dead one.
+                    logger.info("pooled broker connection was gone (%r); retrying on a fresh one", exc)
+                    self.close()
+                    continue
+                break
+            self._release(pooled)
+            return result
+        raise BrokerUnavailable(
+            f"the broker did not confirm the publish: {last_error!r}", unknown=unknown
+        ) from last_error
+
+    def ping(self) -> None:
+        """Prove the broker answers a round trip now (readiness); raise BrokerUnavailable if not."""
+
+        def check(producer: Producer, timeout: float) -> None:
+            producer.channel.exchange_declare(TASK_EXCHANGE.name, TASK_EXCHANGE.type, passive=True)
+
+        self.run(check)
+
+    def fresh_connection(self) -> Connection:
+        """A new bounded, connected connection for one-off broker work (remote control); caller closes it.
+
+        Celery's own pooled connections negotiate heartbeats nothing services in the API, so
+        the broker drops them when idle; these have none and are used once.
+        """
+        return self._connect(self.timeout, declare=False)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for pooled in idle:
+            _drop(pooled.connection)
+
+    # -- pool --------------------------------------------------------------------
+
+    def _acquire(self, timeout: float) -> _Pooled:
+        now = time.monotonic()
+        stale: list[_Pooled] = []
+        pooled = None
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's sockets are not ours
+                self._idle, self._pid = [], os.getpid()
+            while self._idle:
+                candidate = self._idle.pop()
+                if now - candidate.last_used > self.idle_seconds:
+                    stale.append(candidate)
+                    continue
+                pooled = candidate
+                break
+        for old in stale:
+            _drop(old.connection)
+        if pooled is None:
+            connection = self._connect(timeout)
+            pooled = _Pooled(connection, self._producer(connection))
+        return pooled
+
+    def _release(self, pooled: _Pooled) -> None:
+        pooled.uses += 1
+        pooled.last_used = time.monotonic()
+        with self._lock:
+            if self._pid == os.getpid() and len(self._idle) < self.max_idle:
+                self._idle.append(pooled)
+                return
+        _drop(pooled.connection)
+
+    def _discard(self, pooled: _Pooled) -> None:
+        _drop(pooled.connection)
+
+    def _connect(self, timeout: float, declare: bool = True) -> Connection:
+        """Connect to the first node that answers, from the last one that did, within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        start = self._preferred
+        order = [(start + offset) % len(self.urls) for offset in range(len(self.urls))]
+        errors = []
+        for tried, index in enumerate(order):
+            remaining = deadline - time.monotonic()
+            if remaining <= MIN_STEP and errors:
+                break
+            # Each node gets an equal share of what is left, so a silent first node cannot eat the deadline.
+            step = max(remaining / (len(order) - tried), MIN_STEP)
+            try:
+                connection = self._connect_to(self.urls[index], step, declare)
+            except Exception as exc:  # noqa: BLE001 - try the next node
+                errors.append(exc)
+                logger.info("broker node %d of %d did not answer: %r", index + 1, len(self.urls), exc)
+                continue
+            self._preferred = index
+            return connection
+        raise errors[-1] if len(errors) == 1 else ConnectionError(f"no broker node answered: {errors!r}")
+
+    def _connect_to(self, url: str, step: float, declare: bool) -> Connection:
+        connection = self.app.connection_for_write(
+            url,
+            connect_timeout=step,
+            # No heartbeats: nothing services an idle pooled connection between requests;
+            # a dead one is detected on use and replaced (see run()).
+            heartbeat=0,
+            transport_options={"confirm_publish": True, "read_timeout": step, "write_timeout": step},
+        )
+        try:
+            # One attempt: connect() would retry after kombu's 2 s interval, the caller retries instead.
+            connection.ensure_connection(max_retries=0, reraise_as_library_errors=False)
+            if declare:
+                declare_topology(connection, self.queue_type, self.delivery_limit)
+        except BaseException:
+            _drop(connection)
+            raise
+        return connection
+
+    def _producer(self, connection: Connection) -> Producer:
+        # confirm_publish makes py-amqp select confirm mode and wait for the ack on each publish.
+        return Producer(connection.channel(), exchange=self.app.amqp.default_exchange, auto_declare=False)
+
+
+def _is_connection_error(exc: BaseException | None) -> bool:
+    if isinstance(exc, PublishError):
+        exc = exc.__cause__
+    return isinstance(exc, amqp.Connection.connection_errors) and not isinstance(exc, TimeoutError)
+
+
+def _drop(connection: Connection) -> None:
+    """Close without the AMQP handshake: a blocked or dead broker would never answer it."""
+    try:
+        connection.collect()
+    except Exception:  # noqa: BLE001 - already gone is fine
+        pass
+
+
+# -- one publisher per app and process ---------------------------------------------
+
+_publishers: weakref.WeakKeyDictionary[Celery, Publisher] = weakref.WeakKeyDictionary()
+_publishers_lock = threading.Lock()
+
+
+def publisher_for(app: Celery) -> Publisher:
+    """The process's publisher for ``app``: one pool shared by the API, fan-outs, replay and parking."""
+    with _publishers_lock:
+        publisher = _publishers.get(app)
+        if publisher is None:
+            settings = getattr(app, "fleet_settings", None)
+            if settings is None:
+                publisher = Publisher(app, DEFAULT_TIMEOUT)
+            else:
+                publisher = Publisher(
+                    app,
+                    settings.publish_timeout,
+                    max_idle=max(settings.api_threads * 2, 4),
+                    queue_type=settings.queue_type,
+                    delivery_limit=settings.delivery_limit,
+                )
+            _publishers[app] = publisher
+        return publisher
+
+
+def publish_many(app: Celery, calls: Iterable[Call], timeout: float | None = None) -> list[str]:
+    """Publish ``calls`` and return their task ids once RabbitMQ confirmed all of them.
+
+    Every message is built before the first is sent, so a bad call (unknown
+    task or queue, unsupported option) raises and publishes nothing. Bounded by
+    ``timeout`` (default ``FLEET_PUBLISH_TIMEOUT``) in total; raises
+    :class:`BrokerUnavailable` (a :class:`PublishError`) if RabbitMQ does not
+    confirm them all, saying whether some may have been queued.
+    """
+    build = TaskMessages(app)
+    messages = [build(*_with_options(call)) for call in calls]
+
+    def send(producer: Producer, remaining: float) -> None:
+        publish_confirmed(producer.connection, messages, remaining)
+
+    publisher_for(app).run(send, timeout)
+    return [item.task_id for item in messages]
+
+
+def _with_options(call: Call) -> tuple[str, Sequence[Any], dict[str, Any], dict[str, Any]]:
+    name, args, kwargs, *options = call
+    return name, args, kwargs, options[0] if options else {}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from fleet.api.idempotency import IdempotencyStore, RedisStore, SQLStore, fingerprint, open_store
+from fleet.api.idempotency import IdempotencyStore, RedisStore, SQLStore, fingerprint, open_store, task_ids
 from fleet.settings import load_settings
 from tests.support.peers import free_port
 
@@ -94,3 +94,14 @@ def test_the_store_follows_the_result_backend(tmp_path: Path) -> None:
     assert isinstance(default, SQLStore) and default.url == f"sqlite:///{tmp_path / 'results.sqlite'}"
     on_redis = open_store(load_settings({"FLEET_VAR_DIR": str(tmp_path), "CELERY_RESULT_BACKEND": "redis://h:1/0"}))
     assert isinstance(on_redis, RedisStore)
+
+
+def test_a_keyed_request_has_the_same_task_ids_on_every_attempt() -> None:
+    def first(key: str, body: bytes, n: int = 3) -> list[str]:
+        ids = task_ids(key, fingerprint("POST", "/api/tasks/batch", body))
+        return [next(ids) for _ in range(n)]
+
+    assert first("k1", b"{}") == first("k1", b"{}")  # a retry republishes the same ids
+    assert len(set(first("k1", b"{}"))) == 3  # distinct within a request
+    assert not set(first("k1", b"{}")) & set(first("k2", b"{}"))
+    assert not set(first("k1", b"{}")) & set(first("k1", b'{"a": 1}'))

@@ -1,10 +1,14 @@
 """Turning a validated request into confirmed messages, and the 202 that says so.
 
 Tasks are built as Celery messages by :class:`fleet.publish.TaskMessages`
-(canvases by ``apply_async``) and published on the API's pooled confirm-mode
-connections: routing.py alone decides the queue, and the answer is 202 only
-after RabbitMQ acked every message, 503 + ``Retry-After`` when it did not
-within ``FLEET_PUBLISH_TIMEOUT``.
+(canvases captured from ``apply_async``, :mod:`fleet.canvas`) and published by
+fleet's one publisher (:mod:`fleet.publish`): routing.py alone decides the
+queue, and the answer is 202 only after RabbitMQ acked every message, 503 +
+``Retry-After`` when it did not within ``FLEET_PUBLISH_TIMEOUT``. The 503 says
+whether nothing was accepted (``"outcome": "none"``) or the outcome is unknown
+(``"unknown"``: written, never confirmed). With an ``Idempotency-Key`` the task
+ids derive from the key and the request, so a retry republishes the same ids
+and the worker runs each once (:mod:`fleet.dedup`).
 """
 
 from __future__ import annotations
@@ -17,17 +21,17 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from celery.canvas import Signature
-from flask import Response, jsonify, request, url_for
+from flask import Response, g, jsonify, request, url_for
 from kombu import Producer
 
 from fleet.api.body import field_error, raw_body
 from fleet.api.errors import ApiError, unavailable
-from fleet.api.idempotency import Record, fingerprint
-from fleet.api.publisher import BrokerUnavailable, send_kwargs
+from fleet.api.idempotency import Record, fingerprint, task_ids
 from fleet.api.schemas import Accepted, BatchAccepted, PublishOptions, TaskRequest
 from fleet.api.state import ApiState, api_state
+from fleet.canvas import capture, fix_ids
 from fleet.metrics.api import api_metrics, task_label
-from fleet.publish import TaskMessages, publish_confirmed, publish_one
+from fleet.publish import MIN_STEP, BrokerUnavailable, TaskMessages, publish_confirmed, publish_one
 from routing import UnknownQueueError, UnknownTaskError, resolve_queue
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -103,15 +107,31 @@ def record_published(state: ApiState, kind: str, started: float, pairs: Iterable
         metrics.tasks_published.labels(queue, task_label(name, state.public_tasks)).inc()
 
 
-def publish_failed(kind: str, started: float, exc: Exception) -> ApiError:
+def publish_failed(kind: str, started: float, exc: BrokerUnavailable) -> ApiError:
     metrics = api_metrics()
     metrics.publish_seconds.labels(kind).observe(time.perf_counter() - started)
     metrics.publish_failures.labels(kind, "unavailable").inc()
-    return unavailable(f"RabbitMQ did not confirm the message; nothing was accepted, retry later ({exc})")
+    if exc.unknown:
+        return unavailable(
+            "RabbitMQ did not confirm in time; the outcome is unknown: the task may still run. "
+            f"Retry with the same {IDEMPOTENCY_HEADER} (it then runs at most once); without one a retry "
+            f"may run it twice ({exc})",
+            outcome="unknown",
+        )
+    return unavailable(f"RabbitMQ is unavailable; nothing was accepted, retry later ({exc})", outcome="none")
+
+
+def new_task_id() -> str | None:
+    """The next task id of this request: derived from its Idempotency-Key, else None (a fresh one)."""
+    ids = g.get("fleet_task_ids")
+    return next(ids) if ids is not None else None
 
 
 def publish_task(state: ApiState, name: str, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any]) -> str:
     """Publish one task by name; return its id once RabbitMQ confirmed it."""
+    task_id = new_task_id()
+    if task_id is not None:
+        options = {**options, "task_id": task_id}
     item = TaskMessages(state.celery)(name, args, kwargs, options)
 
     def send(producer: Producer, confirm_timeout: float) -> None:
@@ -136,15 +156,24 @@ def enqueue(state: ApiState, name: str, args: list[Any], kwargs: dict[str, Any],
 
 
 def enqueue_signature(state: ApiState, signature: Signature, entry_task: str) -> Response:
-    """Publish a canvas (chain, chord); the id answered is the one whose result is the workflow's."""
+    """Publish a canvas (chain, chord); the id answered is the one whose result is the workflow's.
 
-    def send(producer: Producer, confirm_timeout: float) -> Any:
-        return signature.apply_async(producer=producer, **send_kwargs(confirm_timeout))
-
+    Celery builds its messages (and saves a chord's group in the result
+    backend); they then go out in one bounded, pipelined publish.
+    """
+    if g.get("fleet_task_ids") is not None:
+        fix_ids(signature, new_task_id)  # type: ignore[arg-type] - never None under a key
     queue = queue_of(entry_task, None)
     started = time.perf_counter()
+    result, messages = capture(state.celery, signature)
+    # Building counts against the deadline too (a chord first saves its group in the result backend).
+    left = state.settings.publish_timeout - (time.perf_counter() - started)
+
+    def send(producer: Producer, remaining: float) -> None:
+        publish_confirmed(producer.connection, messages, remaining)
+
     try:
-        result = state.publisher.run(send)
+        state.publisher.run(send, timeout=max(left, MIN_STEP))
     except BrokerUnavailable as exc:
         raise publish_failed("workflow", started, exc) from None
     record_published(state, "workflow", started, [(queue, entry_task)])
@@ -165,11 +194,13 @@ def enqueue_batch(state: ApiState, tasks: list[TaskRequest]) -> Response:
         except ApiError as exc:  # an unknown name inside a valid route is a field error here
             raise ApiError(422, exc.code, f"tasks[{index}]: {exc.message}", exc.details) from None
         options = publish_options(state, item, prefix)
+        if (task_id := new_task_id()) is not None:
+            options["task_id"] = task_id
         queue_of(item.task, options.get("queue"))  # an unknown queue is a field error, before anything is sent
         messages.append(build(item.task, item.args, item.kwargs, options))
 
-    def send(producer: Producer, confirm_timeout: float) -> None:
-        publish_confirmed(producer.connection, messages, confirm_timeout)
+    def send(producer: Producer, remaining: float) -> None:
+        publish_confirmed(producer.connection, messages, remaining)
 
     started = time.perf_counter()
     try:
@@ -188,7 +219,12 @@ def enqueue_batch(state: ApiState, tasks: list[TaskRequest]) -> Response:
 
 
 def idempotent(view: Callable[..., Response]) -> Callable[..., Response]:
-    """Honour an ``Idempotency-Key`` header: one enqueue per key within the retention window."""
+    """Honour an ``Idempotency-Key`` header: one enqueue per key within the retention window.
+
+    The request's task ids derive from the key and the request (fixed from the
+    first attempt on); a 503 releases the reservation, so the client's retry
+    publishes again, with the same ids.
+    """
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Response:
@@ -202,6 +238,7 @@ def idempotent(view: Callable[..., Response]) -> Callable[..., Response]:
         record = state.idempotency.reserve(key, print_)
         if record is not None:
             return _replay(record, print_)
+        g.fleet_task_ids = task_ids(key, print_)
         try:
             response = view(*args, **kwargs)
         except BaseException:

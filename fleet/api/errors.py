@@ -5,6 +5,8 @@ Shape (``Error`` in the OpenAPI document)::
     {"error": "<stable code>", "message": "<for humans>", "status": <http status>,
      "details": [{"field": "<dotted path>", "message": "..."}]}
 
+plus ``"outcome"`` on a 503 from publishing (see :func:`unavailable`).
+
 No HTML error page and no traceback ever reaches a client; an unexpected
 exception is logged here and answered as a plain 500 ``internal_error``.
 """
@@ -46,6 +48,7 @@ class ApiError(Exception):
         message: str,
         details: list[dict[str, str]] | None = None,
         headers: dict[str, str] | None = None,
+        outcome: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -53,11 +56,17 @@ class ApiError(Exception):
         self.message = message
         self.details = details or []
         self.headers = headers or {}
+        self.outcome = outcome
 
 
-def unavailable(message: str, code: str = "broker_unavailable") -> ApiError:
-    """A 503 with Retry-After: nothing was accepted, the client should retry."""
-    return ApiError(503, code, message, headers={"Retry-After": str(RETRY_AFTER)})
+def unavailable(message: str, code: str = "broker_unavailable", outcome: str | None = None) -> ApiError:
+    """A 503 with Retry-After: the client should retry.
+
+    ``outcome`` says what became of a publish: ``"none"`` (nothing was
+    accepted) or ``"unknown"`` (written to the broker, never confirmed: it may
+    still run; only a retry with the same Idempotency-Key is safe).
+    """
+    return ApiError(503, code, message, headers={"Retry-After": str(RETRY_AFTER)}, outcome=outcome)
 
 
 def error_response(error: ApiError) -> Response:
@@ -67,6 +76,8 @@ def error_response(error: ApiError) -> Response:
         "status": error.status,
         "details": error.details,
     }
+    if error.outcome is not None:
+        body["outcome"] = error.outcome
     response = jsonify(body)
     response.status_code = error.status
     for name, value in error.headers.items():

@@ -6,10 +6,10 @@ from flask import Blueprint, Response, jsonify
 
 from fleet.api.auth import open_route
 from fleet.api.errors import RETRY_AFTER
-from fleet.api.publisher import BrokerUnavailable
 from fleet.api.schemas import Health
 from fleet.api.state import api_state
 from fleet.metrics.api import render
+from fleet.publish import BrokerUnavailable
 
 bp = Blueprint("health", __name__)
 

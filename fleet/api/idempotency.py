@@ -12,10 +12,13 @@ Protocol: the first request *reserves* the key with a short lease, publishes,
 then *completes* the record with its response for the retention window. A
 retry finds the record and gets the stored response (``Idempotent-Replayed:
 true``); one that arrives while the first is still publishing gets 409; a key
-reused for a different request gets 422. If publishing fails the reservation is
-released, so the client's retry publishes. If the API dies between publishing
-and completing, the lease runs out and a retry publishes again: at-least-once,
-never lost.
+reused for a different request gets 422. If publishing fails (503) the
+reservation is released, so the client's retry publishes again; if the API dies
+between publishing and completing, the lease runs out and a retry publishes
+again. Either way the retry carries the *same* task ids: they are derived from
+the key and the request (:func:`task_ids`), fixed from the first attempt, and
+the worker runs a task id at most once (fleet.dedup). A client that retries
+until 202 gets exactly one run.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, Text, create_engine, delete, select
 from sqlalchemy import update as sql_update
 
+from fleet.messages import derived_ids
 from fleet.settings import Settings
 
 TABLE = "fleet_idempotency"
@@ -64,6 +69,15 @@ class IdempotencyStore(Protocol):
 def fingerprint(method: str, path: str, body: bytes) -> str:
     """Identifies the request a key was first used with."""
     return hashlib.sha256(b"\0".join((method.encode(), path.encode(), body))).hexdigest()
+
+
+def task_ids(key: str, fingerprint: str) -> Iterator[str]:
+    """The task ids of the request ``key`` names, in the order it publishes them.
+
+    The same key and request always yield the same ids: a retry after a 503
+    republishes what the first attempt may have queued, and the worker runs it once.
+    """
+    return derived_ids(f"{key}\0{fingerprint}")
 
 
 class SQLStore:

@@ -18,10 +18,10 @@ from kombu.exceptions import KombuError
 
 from fleet.api.auth import open_route
 from fleet.api.errors import RETRY_AFTER, ApiError, unavailable
-from fleet.api.publisher import BrokerUnavailable
 from fleet.api.schemas import MonitoringHealth, QueueInfo, Queues, WorkerInfo, Workers
 from fleet.api.state import ApiState, api_state
 from fleet.health import expected_replies
+from fleet.publish import BrokerUnavailable
 from queues import WORK_QUEUES, dlq_name
 
 bp = Blueprint("monitoring", __name__)

@@ -209,3 +209,8 @@ class Error(BaseModel):
     message: str
     status: int
     details: list[ErrorDetail]
+    outcome: str | None = Field(
+        None,
+        description="On a 503 from publishing: 'none' (nothing was accepted) or 'unknown' (the broker may still "
+        "run it; retry with the same Idempotency-Key).",
+    )

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from flask import Flask, current_app
 
 from fleet.api.idempotency import IdempotencyStore, open_store
-from fleet.api.publisher import ConfirmingPublisher
+from fleet.publish import Publisher, publisher_for
 from fleet.settings import Settings
 
 if TYPE_CHECKING:
@@ -25,14 +25,9 @@ class ApiState:
     started: bool = field(default=False)
 
     @cached_property
-    def publisher(self) -> ConfirmingPublisher:
-        return ConfirmingPublisher(
-            self.celery,
-            self.settings.publish_timeout,
-            max_idle=self.settings.api_threads * 2,
-            queue_type=self.settings.queue_type,
-            delivery_limit=self.settings.delivery_limit,
-        )
+    def publisher(self) -> Publisher:
+        """The process's one publisher (fleet.publish), shared with fan-outs and replay."""
+        return publisher_for(self.celery)
 
     @cached_property
     def idempotency(self) -> IdempotencyStore:

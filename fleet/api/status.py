@@ -19,10 +19,10 @@ from pydantic import TypeAdapter, ValidationError
 from fleet.api.body import validation_error
 from fleet.api.enqueue import publish_failed, record_published
 from fleet.api.errors import unavailable
-from fleet.api.publisher import BrokerUnavailable
 from fleet.api.schemas import CancelAccepted, TaskError, TaskId, TaskStatus
 from fleet.api.state import ApiState, api_state
 from fleet.progress import PROGRESS
+from fleet.publish import BrokerUnavailable
 
 bp = Blueprint("status", __name__)
 _task_id = TypeAdapter(TaskId)

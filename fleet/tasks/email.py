@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import smtplib
+import uuid
 from email.message import EmailMessage
 from typing import Any
 
 from celery import Task, shared_task
 
+from fleet.messages import derived_ids
 from fleet.progress import report_progress
 from fleet.publish import publish_many
 from fleet.retries import retry_later
@@ -72,11 +74,15 @@ def send_bulk_emails(self: Task, recipients: list[str], subject: str, body: str)
 
     Each chunk is published with pipelined confirms; progress counts messages
     RabbitMQ has confirmed, so a crash mid-way never overstates what was queued.
+    The emails' task ids derive from this task's, so a run again (retry,
+    redelivery, replay) republishes the same ids and each email is sent once.
     """
     total = len(recipients)
     task_ids: list[str] = []
+    ids = derived_ids(self.request.id or str(uuid.uuid4()))
     for start in range(0, total, FANOUT_CHUNK):
         chunk = recipients[start : start + FANOUT_CHUNK]
-        task_ids += publish_many(self.app, [("tasks.send_email", (to, subject, body), {}) for to in chunk])
+        calls = [("tasks.send_email", (to, subject, body), {}, {"task_id": next(ids)}) for to in chunk]
+        task_ids += publish_many(self.app, calls)
         report_progress(self, len(task_ids), total)
     return {"status": "queued", "total": total, "task_ids": task_ids}

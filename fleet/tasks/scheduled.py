@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from typing import Any
 
 from celery import Task, shared_task
 
 from fleet.http import request_json
+from fleet.messages import derived_ids
 from fleet.publish import publish_many
 from fleet.settings import Settings
 from fleet.tasks.reports import dated_report
@@ -58,7 +60,7 @@ def send_weekly_digest(self: Task) -> dict[str, Any]:
     week = _today().isocalendar()
     subject = f"fleet weekly digest {week.year}-W{week.week:02d}"
     body = "Your weekly digest: reports and processed data are available from the fleet API."
-    task_ids = publish_many(
-        self.app, [("tasks.send_email", (to, subject, body), {}) for to in settings.digest_recipients]
-    )
+    ids = derived_ids(self.request.id or str(uuid.uuid4()))  # a run again republishes the same emails, each sent once
+    calls = [("tasks.send_email", (to, subject, body), {}, {"task_id": next(ids)}) for to in settings.digest_recipients]
+    task_ids = publish_many(self.app, calls)
     return {"status": "queued", "recipients": len(task_ids), "task_ids": task_ids}

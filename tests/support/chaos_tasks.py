@@ -53,3 +53,21 @@ def stubborn(seconds: float) -> float:
         except SoftTimeLimitExceeded:
             pass
     return seconds
+
+
+@shared_task(bind=True, name="tests.retry_once")
+def retry_once(self: Task, ledger: str) -> str:
+    """Ask Celery for a retry on the first run (the same task id, republished), complete on the next."""
+    if self.request.retries == 0:
+        raise self.retry(countdown=0)
+    Ledger(ledger).record(self.request.id)
+    return self.request.id
+
+
+@shared_task(bind=True, name="tests.fail_once")
+def fail_once(self: Task, ledger: str) -> str:
+    """Fail for good on the first run (dead-lettered), complete when run again (a DLQ replay)."""
+    if redis.Redis.from_url(REDIS_URL).set(f"{ledger}:failed:{self.request.id}", 1, nx=True, ex=600):
+        raise RuntimeError("failing once, on purpose")
+    Ledger(ledger).record(self.request.id)
+    return self.request.id

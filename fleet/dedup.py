@@ -1,0 +1,105 @@
+"""The worker runs a task id at most once: duplicate deliveries are acked, not run.
+
+Duplicates are normal in fleet's model. A publish RabbitMQ did not confirm in
+time may still be queued (the API answers 503 with ``"outcome": "unknown"``),
+and the client's retry with the same Idempotency-Key republishes the same task
+id; a pooled connection found dead is retried with the same ids. So before a
+delivery goes to the pool, the worker reads the id's state in the result store
+(one read, tasks with a stored result only) and decides:
+
+======================================  =========================================
+stored state / delivery                  decision
+======================================  =========================================
+SUCCESS                                  skip: it ran
+STARTED, same attempt (``retries``),     skip: another live delivery holds it (a
+not a redelivery, not a DLQ replay       crashed one comes back *redelivered* and
+                                         runs then)
+the same id and attempt already held     skip: that copy runs
+by this worker (waiting, reserved or
+running), not a redelivery or replay
+RETRY, or STARTED with a lower attempt   run: Celery's own retry republishes the
+                                         same id with ``retries`` + 1
+FAILURE, REVOKED is Celery's own         run (FAILURE): a DLQ replay is a new try
+PENDING (nothing stored)                 run
+the result store does not answer         run: at-least-once, never lost
+======================================  =========================================
+
+A replayed dead letter (``fleet dlq replay`` marks it) runs unless the id
+already succeeded. What is not covered: two copies handed to two *different*
+worker processes within the few milliseconds between one's read and its
+STARTED write both run; tasks with ``ignore_result`` are not deduplicated
+(nothing is stored to read).
+
+The check runs in the worker's main process where Celery asks whether a
+request was revoked (just before it goes to the pool, or on arrival for a task
+with an expiry), once per delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import states
+from celery.worker import state as worker_state
+
+from fleet.metrics.request import MeteredRequest
+from fleet.republish import REPLAY_HEADER
+
+logger = logging.getLogger("fleet.dedup")
+
+
+def _attempt(request: Any) -> int:
+    return request.request_dict.get("retries") or 0
+
+
+def held_copy(request: Any) -> Any | None:
+    """Another delivery of the same id and attempt this worker holds (waiting, reserved or running)."""
+    held = (*worker_state.active_requests, *worker_state.reserved_requests, *worker_state.scheduled_requests)
+    attempt = _attempt(request)
+    return next((r for r in held if r is not request and r.id == request.id and _attempt(r) == attempt), None)
+
+
+def duplicate_of(request: Any) -> str | None:
+    """Why this delivery must not run (a short reason), or None to run it."""
+    if request.ignore_result or request.task.ignore_result:
+        return None
+    attempt = _attempt(request)
+    # A redelivery means the copy that held it lost its channel: it can no longer be acked, so this one runs.
+    fresh = not (request.delivery_info.get("redelivered") or request.request_dict.get(REPLAY_HEADER))
+    if fresh and held_copy(request) is not None:
+        return "another copy is held by this worker"
+    try:
+        meta = request.task.backend.get_task_meta(request.id, cache=False)
+    except Exception:  # noqa: BLE001 - the store is away: run it (at-least-once, never lost)
+        logger.warning("could not read the state of task %s; running it", request.id, exc_info=True)
+        return None
+    state = meta.get("status")
+    if state == states.SUCCESS:
+        return "it already succeeded"
+    if fresh and state == states.STARTED and (meta.get("retries") or 0) >= attempt:
+        return "another delivery is running it"
+    return None
+
+
+class OnceRequest(MeteredRequest):
+    """A request that is not run when its task id already ran or is running (see the module's table)."""
+
+    _fleet_checked = False
+
+    def revoked(self) -> bool:
+        if super().revoked():
+            return True
+        if self._fleet_checked:
+            return False
+        self._fleet_checked = True
+        reason = duplicate_of(self)
+        if reason is None:
+            return False
+        logger.info("task %s[%s] not run again: %s", self.name, self.id, reason)
+        worker_state.task_ready(self)
+        other = held_copy(self)
+        if other is not None:  # Celery indexes requests by id: point it back at the copy that runs
+            worker_state.requests[self.id] = other
+        self.acknowledge()
+        return True

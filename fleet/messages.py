@@ -1,0 +1,185 @@
+"""Celery task messages, built the way ``send_task`` builds them, ready for a pipelined publish.
+
+:class:`TaskMessages` routes with routing.py (through Celery's router), builds
+headers and body with Celery's ``as_task_v2`` and sends the
+``before_task_publish`` signal, exactly as ``apply_async`` does. What it leaves
+out is the per-message machinery a batch does not need and that cost most of
+the time in profiles (kombu's per-message queue declaration and producer
+plumbing): see docs/PERFORMANCE.md. Plain calls only; a canvas is captured from
+``apply_async`` instead (:mod:`fleet.canvas`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import amqp
+from celery import Celery, signals
+from celery.utils.nodenames import anon_nodename
+from celery.utils.time import maybe_make_aware
+from kombu import Queue
+from kombu.entity import maybe_delivery_mode
+from kombu.serialization import dumps
+
+from routing import resolve_queue
+
+#: namespace of task ids derived from a seed (an Idempotency-Key, a parent task's id)
+DERIVED_IDS = uuid.uuid5(uuid.NAMESPACE_URL, "fleet:derived-task-ids")
+
+#: (task name, args, kwargs) or (task name, args, kwargs, options)
+Call = tuple[str, Sequence[Any], dict[str, Any]] | tuple[str, Sequence[Any], dict[str, Any], dict[str, Any]]
+
+#: ``apply_async`` options a plain call may carry
+OPTIONS = frozenset({"queue", "priority", "countdown", "eta", "expires", "time_limit", "soft_time_limit", "task_id"})
+#: the task-level defaults (``@task(priority=...)``) that apply, as in ``send_task``
+_TASK_DEFAULTS = ("queue", "priority", "expires", "time_limit", "soft_time_limit")
+
+
+@dataclass(frozen=True)
+class TaskMessage:
+    """One task call, routed and serialized, ready for ``basic_publish``."""
+
+    task_id: str
+    name: str
+    queue: Queue
+    exchange: str
+    routing_key: str
+    body: Any
+    message: amqp.Message
+    #: send ``after_task_publish`` once published (a canvas captured from Celery already did)
+    announce: bool = True
+
+
+class TaskMessages:
+    """Builds the messages ``app.send_task(name, args, kwargs, **options)`` would publish.
+
+    Made once per batch: it reads Celery's configuration and the calling task
+    (a fan-out from inside a task keeps the workflow's root and parent ids)
+    once, not per message.
+    """
+
+    def __init__(self, app: Celery) -> None:
+        conf = app.conf
+        self.app = app
+        self.celery_amqp = app.amqp
+        self.tasks = app.tasks
+        self._routes: dict[str, Queue] = {}
+        self.serializer: str = conf.task_serializer
+        self.delivery_mode: str | int = conf.task_default_delivery_mode
+        self.retry_policy: dict[str, Any] = conf.task_publish_retry_policy
+        self.repr_limits = (app.amqp.argsrepr_maxsize, app.amqp.kwargsrepr_maxsize)
+        self.origin = anon_nodename()
+        self.reply_to = app.thread_oid
+        parent = app.current_worker_task
+        self.parent_id = parent.request.id if parent else None
+        self.root_id = (parent.request.root_id or parent.request.id) if parent else None
+
+    def __call__(
+        self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any], options: Mapping[str, Any]
+    ) -> TaskMessage:
+        """One routed, serialized message; raises before anything is sent.
+
+        ``TypeError`` for options a plain call cannot carry; routing.py's
+        errors for unknown tasks or queues.
+        """
+        unsupported = set(options) - OPTIONS
+        if unsupported:
+            raise TypeError(
+                f"publish options {sorted(unsupported)} need apply_async; plain calls take {sorted(OPTIONS)}"
+            )
+        app, celery_amqp = self.app, self.celery_amqp
+        task = self.tasks.get(name)
+        chosen = dict(options)
+        if task is not None:
+            for key in _TASK_DEFAULTS:
+                if getattr(task, key, None) is not None:
+                    chosen.setdefault(key, getattr(task, key))
+        task_id = chosen.pop("task_id", None) or str(uuid.uuid4())
+        if "queue" in chosen:  # routing.py's error names fleet's queues; Celery's would not
+            resolve_queue(name, chosen["queue"])
+        if chosen:
+            routed = celery_amqp.router.route(chosen, name, args, kwargs, task)
+            queue = routed.pop("queue")
+        else:  # a plain call routes by name alone: once per name and batch
+            routed = {}
+            queue = self._routes.get(name) or self._routes.setdefault(
+                name, celery_amqp.router.route({}, name, args, kwargs, task)["queue"]
+            )
+        headers, properties, body, _ = celery_amqp.as_task_v2(
+            task_id,
+            name,
+            args,
+            kwargs,
+            countdown=routed.pop("countdown", None),
+            eta=routed.pop("eta", None),
+            expires=routed.get("expires"),
+            time_limit=routed.pop("time_limit", None),
+            soft_time_limit=routed.pop("soft_time_limit", None),
+            reply_to=self.reply_to,
+            root_id=self.root_id,
+            parent_id=self.parent_id,
+            origin=self.origin,
+            ignore_result=None,  # as send_task leaves it: the worker applies the task's own setting
+            # Arguments are JSON (no pickle), so plain repr is safe, and several times cheaper than saferepr.
+            argsrepr=_clipped_repr(args, self.repr_limits[0]),
+            kwargsrepr=_clipped_repr(kwargs, self.repr_limits[1]),
+        )
+        # As Celery does: a direct exchange's queue is reached through the default exchange.
+        direct = queue.exchange.type == "direct"
+        exchange, routing_key = ("", queue.name) if direct else (queue.exchange.name, queue.routing_key)
+        signals.before_task_publish.send(
+            sender=name,
+            body=body,
+            exchange=exchange,
+            routing_key=routing_key,
+            declare=[],
+            headers=headers,
+            properties=properties,
+            retry_policy=self.retry_policy,
+        )
+        content_type, content_encoding, payload = dumps(body, serializer=self.serializer)
+        ttl = _seconds_left(app, routed.get("expires"))
+        if ttl is not None:  # the message expires in the queue too, as send_task has it
+            properties["expiration"] = str(int(ttl * 1000))
+        message = amqp.Message(
+            payload,
+            content_type=content_type,
+            content_encoding=content_encoding,
+            application_headers=headers,
+            delivery_mode=maybe_delivery_mode(queue.exchange.delivery_mode or self.delivery_mode),
+            priority=routed.get("priority") or 0,
+            **properties,
+        )
+        return TaskMessage(task_id, name, queue, exchange, routing_key, body, message)
+
+
+def _clipped_repr(value: Any, limit: int) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _seconds_left(app: Celery, expires: Any) -> float | None:
+    if expires is None:
+        return None
+    if isinstance(expires, str):
+        expires = datetime.fromisoformat(expires)
+    if isinstance(expires, datetime):
+        expires = (maybe_make_aware(expires) - app.now()).total_seconds()
+    return max(float(expires), 0.0)
+
+
+def derived_ids(seed: str) -> Iterator[str]:
+    """Task ids derived from ``seed``, in order: the same seed always yields the same ids.
+
+    Whatever publishes again after an unknown outcome (a client retrying with
+    its Idempotency-Key, a fan-out task run again) then republishes the same
+    ids, and the worker runs each id once (fleet.dedup).
+    """
+    n = 0
+    while True:
+        yield str(uuid.uuid5(DERIVED_IDS, f"{seed}\0{n}"))
+        n += 1
