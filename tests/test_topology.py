@@ -7,7 +7,7 @@ import json
 import pytest
 from kombu import Connection
 
-from queues import WORK_QUEUES, declare_topology, dlq_name
+from queues import DELAY_SECONDS, WORK_QUEUES, declare_topology, dlq_name
 from tests.support.broker import Vhost, rabbitmqctl
 
 
@@ -50,3 +50,20 @@ def test_quorum_mode_declares_quorum_queues_with_a_delivery_limit(scratch_vhost:
         assert queues[name]["type"] == "quorum"
         assert queues[name]["arguments"]["x-delivery-limit"] == 3
         assert queues[dlq_name(name)]["type"] == "quorum"
+    for name in WORK_QUEUES:  # dead letters survive a node lost while they move (RabbitMQ >= 3.10)
+        assert queues[name]["arguments"]["x-dead-letter-strategy"] == "at-least-once"
+        assert queues[name]["arguments"]["x-overflow"] == "reject-publish"
+    for seconds in DELAY_SECONDS:  # parked tasks are replicated too
+        parked = queues[f"fleet.delay.{seconds}s"]
+        assert parked["type"] == "quorum"
+        assert parked["arguments"]["x-message-ttl"] == seconds * 1000
+        assert parked["arguments"]["x-dead-letter-strategy"] == "at-least-once"
+
+
+def test_classic_mode_keeps_its_arguments_so_existing_brokers_redeclare_cleanly(scratch_vhost: Vhost) -> None:
+    with Connection(scratch_vhost.url) as connection:
+        declare_topology(connection)
+    parked = _queues(scratch_vhost)["fleet.delay.4s"]
+    assert parked["type"] == "classic"
+    assert set(parked["arguments"]) == {"x-message-ttl", "x-dead-letter-exchange"}
+    assert "x-dead-letter-strategy" not in _queues(scratch_vhost)["default"]["arguments"]
