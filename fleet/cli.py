@@ -38,6 +38,9 @@ def main() -> None:
 @click.option("--pool-kind", default=None, help="Override the pool kind (prefork or threads).")
 def worker(pool: str, index: int | None, pool_kind: str | None, **flags: str | None) -> None:
     """Start the worker for POOL with its tuned spec (fleet.pools)."""
+    from fleet.shutdown import term_starts_soft_shutdown
+
+    term_starts_soft_shutdown()  # before Celery is imported
     from fleet.metrics import setup as metrics
     from fleet.worker import node_name, resolve_pool, run_worker
 

@@ -56,4 +56,5 @@ def worker_argv(spec: PoolSpec, node: str, settings: Settings) -> list[str]:
 def run_worker(app: FleetCelery, spec: PoolSpec, node: str) -> None:
     """Run the worker in this process (so under Kubernetes it is PID 1 and gets TERM)."""
     app.conf.task_acks_late = spec.acks_late
+    app.conf.worker_soft_shutdown_timeout = spec.soft_shutdown_timeout
     app.worker_main(worker_argv(spec, node, app.fleet_settings))
