@@ -118,6 +118,8 @@ def celery_config(settings: Settings, registered: Callable[[], Container[str]]) 
         # Schedule.
         "beat_schedule": beat_schedule(),
         "beat_schedule_filename": str(settings.var_dir / "celerybeat-schedule"),
+        # Any number of beats: the one holding the broker's leader lock sends (fleet.beat).
+        "beat_scheduler": "fleet.beat:LeaderScheduler",
         "timezone": "UTC",
         "enable_utc": True,
         "include": [*TASK_MODULES, *settings.extra_task_modules],

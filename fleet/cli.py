@@ -59,7 +59,7 @@ def worker(pool: str, index: int | None, pool_kind: str | None, **flags: str | N
 
 @main.command()
 def beat() -> None:
-    """Start the beat scheduler (exactly one per fleet); state under var/."""
+    """Start a beat scheduler; run two or more: one leads, the others stand by (fleet.beat)."""
     from fleet.celery_app import create_celery
 
     settings = _settings()
