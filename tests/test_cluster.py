@@ -121,9 +121,10 @@ def test_worker_rides_out_losing_two_nodes_in_turn_under_publish_many_load(
     first, second, _ = cluster.nodes
     worker = start_worker("default", cluster_env, log_dir)
     with app_for(cluster_env) as app:
-        # about 50 tasks/s, below what one default worker completes, so the backlog stays short
-        load = Load(lambda: publish_many(app, [("tests.record", (ledger.key, 0.0), {})] * 10, timeout=10), 0.2)
+        # about 12 tasks/s, below what one default worker completes here, so the backlog stays short
+        load = Load(lambda: publish_many(app, [("tests.record", (ledger.key, 0.0), {})] * 5, timeout=10), 0.4)
         recoveries = []
+        phases: list[tuple[str, float]] = [("start", time.monotonic())]
         try:
             assert _connected_port(worker) == first.port, "the worker takes the list in order"
             load.start()
@@ -131,6 +132,7 @@ def test_worker_rides_out_losing_two_nodes_in_turn_under_publish_many_load(
 
             offset = len(worker.log())
             recoveries.append(_lose(cluster, first, ledger, worker))
+            phases.append(("first lost", time.monotonic()))
             assert _connected_port(worker, offset) != first.port
             # While the first node is dead, every other connection skips it too.
             for args in (("status", "--json"), ("dlq", "list")):
@@ -138,15 +140,21 @@ def test_worker_rides_out_losing_two_nodes_in_turn_under_publish_many_load(
                 assert answer.returncode == 0, f"fleet {' '.join(args)}: {answer.stdout}{answer.stderr}"
             _wait(lambda: _queue_metrics_read(cluster_env), "the worker's queue metrics reading a live node", 30)
             assert _cli(cluster_env, "health", "--readiness").returncode == 0
+            phases.append(("CLI and metrics checked", time.monotonic()))
             cluster.restart(first)
+            phases.append(("first back", time.monotonic()))
 
             recoveries.append(_lose(cluster, second, ledger, worker))
+            phases.append(("second lost", time.monotonic()))
             cluster.restart(second)
+            phases.append(("second back", time.monotonic()))
         finally:
             accepted = load.stop()
             tally = ledger.wait_for(accepted, timeout=180)
+            phases.append(("all completed", time.monotonic()))
             alive = worker.proc.poll() is None
             worker.stop()
+    print("phases:", [(name, round(at - phases[0][1], 1)) for name, at in phases])
     assert alive, f"the worker never exits:\n{worker.log()[-3000:]}"
     assert "NOT_FOUND" not in worker.log() or "skipping it" in worker.log()
     assert not tally.lost, tally
