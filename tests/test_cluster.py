@@ -157,6 +157,7 @@ def test_worker_rides_out_losing_two_nodes_in_turn_under_publish_many_load(
     print("phases:", [(name, round(at - phases[0][1], 1)) for name, at in phases])
     assert alive, f"the worker never exits:\n{worker.log()[-3000:]}"
     assert "NOT_FOUND" not in worker.log() or "skipping it" in worker.log()
+    assert "delayed delivery" not in worker.log(), "Celery's native delayed delivery never retries a dead node"
     assert not tally.lost, tally
     duplicates = sum(n - 1 for n in tally.duplicated.values())
     print(
@@ -175,9 +176,14 @@ def test_api_answers_202_again_within_10_s_of_losing_its_node(
     worker = start_worker("default", cluster_env, log_dir)
     api = ApiServer(cluster_env, log_dir).start()
 
+    refusals: list[str] = []
+
     def post() -> list[str]:
         answer = api.post("/api/tasks", {"task": "tests.record", "args": [ledger.key, 0.01], "queue": "default"})
-        return [answer.json()["task_id"]] if answer.status_code == 202 else []
+        if answer.status_code != 202:
+            refusals.append(f"{answer.status_code} {answer.text[:200]}")
+            return []
+        return [answer.json()["task_id"]]
 
     load = Load(post, 0.02)
     try:
@@ -186,7 +192,10 @@ def test_api_answers_202_again_within_10_s_of_losing_its_node(
         first.kill()
         killed = len(load.accepted)
         # 202s already in flight may land after the kill; ask for a few more
-        recovered = _wait(lambda: len(load.accepted) > killed + 5, "the API answering 202 again", 30)
+        try:
+            recovered = _wait(lambda: len(load.accepted) > killed + 5, "the API answering 202 again", 30)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; its last answer: {refusals[-1:]}\n{api.process.log()[-2000:]}") from None
     finally:
         accepted = load.stop()
         tally = ledger.wait_for(accepted, timeout=120)
@@ -195,3 +204,11 @@ def test_api_answers_202_again_within_10_s_of_losing_its_node(
     print(f"API: 202 again {recovered:.1f} s after kill -9 of its node; {len(accepted)} accepted; {tally}")
     assert recovered < API_RECOVERY_S
     assert not tally.lost, tally
+
+
+def test_the_worker_leaves_out_native_delayed_delivery() -> None:
+    """fleet parks ETAs itself (fleet.parking); Celery's bootstep would retry a dead node for ~18 s."""
+    from fleet.failover import NATIVE_DELAYED_DELIVERY, Consumer
+
+    assert NATIVE_DELAYED_DELIVERY not in Consumer.Blueprint.default_steps
+    assert "celery.worker.consumer.tasks:Tasks" in Consumer.Blueprint.default_steps

@@ -7,8 +7,11 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from fleet import render
 from fleet.celery_app import FleetCelery
+from fleet.pools import PoolError, get_pool, with_overrides
 from fleet.publish import publish_many
 from fleet.settings import load_settings
 from fleet.worker import resolve_pool
@@ -53,3 +56,11 @@ def test_term_mid_load_stops_within_the_soft_shutdown_bound_and_loses_nothing(
     assert "Soft Shutdown" in worker.log(), worker.log()[-3000:]
     assert stopped_in < bound, "stopped within soft_shutdown_timeout + the margin, not the hard time limit"
     assert not tally.lost and not tally.unexpected, tally
+
+
+def test_a_soft_shutdown_as_long_as_the_hard_limit_is_refused() -> None:
+    spec = get_pool("reports")
+    with pytest.raises(PoolError, match="soft_shutdown_timeout"):
+        with_overrides(spec, {"soft_shutdown_timeout": str(spec.time_limit)}).check(consumer_timeout=1800)
+    with pytest.raises(PoolError, match="above 0"):
+        with_overrides(spec, {"soft_shutdown_timeout": "0"})
