@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
-from kombu import Connection
+from kombu import Connection, Producer
 
-from queues import DELAY_SECONDS, WORK_QUEUES, declare_topology, dlq_name
-from tests.support.broker import Vhost, rabbitmqctl
+from queues import DELAY_EXCHANGE, DELAY_HEADER, DELAY_SECONDS, WORK_QUEUES, declare_topology, dlq_name
+from tests.support.broker import Vhost, drain, rabbitmqctl
 
 
 def _queues(vhost: Vhost) -> dict[str, dict]:
@@ -67,3 +68,18 @@ def test_classic_mode_keeps_its_arguments_so_existing_brokers_redeclare_cleanly(
     assert parked["type"] == "classic"
     assert set(parked["arguments"]) == {"x-message-ttl", "x-dead-letter-exchange"}
     assert "x-dead-letter-strategy" not in _queues(scratch_vhost)["default"]["arguments"]
+
+
+def test_a_quorum_parking_queue_returns_its_message_to_the_work_queue(scratch_vhost: Vhost) -> None:
+    """Message TTL and at-least-once dead-lettering together on a quorum queue (RabbitMQ >= 3.10)."""
+    with Connection(scratch_vhost.url) as connection:
+        declare_topology(connection, queue_type="quorum")
+        Producer(connection.default_channel).publish(
+            b"parked", exchange=DELAY_EXCHANGE, routing_key="default", headers={DELAY_HEADER: 4}, delivery_mode=2
+        )
+    deadline = time.monotonic() + 30
+    returned: list = []
+    while not returned and time.monotonic() < deadline:
+        returned = drain(scratch_vhost.url, "default")
+        time.sleep(0.2)
+    assert [message.body for message in returned] == [b"parked"]
