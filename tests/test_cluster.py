@@ -17,12 +17,14 @@ from typing import Any
 import pytest
 import requests
 
-from fleet.pools import metrics_port
+from fleet.pools import beat_metrics_port, metrics_port
 from fleet.publish import publish_many
 from tests.support.api import ApiServer
 from tests.support.apps import app_for
+from tests.support.beat_entries import TICK_NAME
 from tests.support.disposable_rabbit import DisposableRabbit
 from tests.support.ledger import Ledger
+from tests.support.peers import free_port_block
 from tests.support.processes import FLEET, FleetProcess, start_worker
 from tests.support.rabbit_cluster import RabbitCluster
 
@@ -204,6 +206,33 @@ def test_api_answers_202_again_within_10_s_of_losing_its_node(
     print(f"API: 202 again {recovered:.1f} s after kill -9 of its node; {len(accepted)} accepted; {tally}")
     assert recovered < API_RECOVERY_S
     assert not tally.lost, tally
+
+
+@pytest.mark.timeout(600)
+def test_a_worker_and_a_beat_started_with_the_first_node_dead_use_the_next(
+    cluster: RabbitCluster, cluster_env: dict[str, str], ledger: Ledger, log_dir: Path
+) -> None:
+    first, second, _ = cluster.nodes
+    first.kill()
+    beat_env = {
+        **cluster_env,
+        "FLEET_METRICS_PORT": str(free_port_block(beat_metrics_port(0) + 1)),
+        "FLEET_TASK_MODULES": "tests.support.chaos_tasks,tests.support.beat_entries",
+    }
+    beat = FleetProcess([FLEET, "beat"], beat_env, log_dir / f"beat-cluster-{time.time_ns()}.log").start()
+    worker = start_worker("default", cluster_env, log_dir)
+    try:
+        assert _connected_port(worker) == second.port, "the dead first URL is skipped, the next one used"
+        with app_for(cluster_env) as app:
+            accepted = publish_many(app, [("tests.record", (ledger.key, 0.0), {})] * 20)
+        tally = ledger.wait_for(accepted, timeout=60)
+        beat.wait_for_log("leads (lock fleet.beat.leader)", timeout=60)
+        beat.wait_for_log(f"Sending due task {TICK_NAME}", timeout=30)
+    finally:
+        beat.stop()
+        worker.stop()
+    assert not tally.lost, tally
+    assert "delayed delivery" not in worker.log()
 
 
 def test_the_worker_leaves_out_native_delayed_delivery() -> None:
