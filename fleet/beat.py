@@ -47,6 +47,9 @@ LOCK_INTERVAL = 1.0
 #: Socket timeouts of the lock connection: a leader cut off from the broker gives up
 #: the lead within this, instead of hanging in a round trip.
 LOCK_IO_TIMEOUT = 5
+#: AMQP heartbeat of the lock connection: a leader that hangs (stops sending anything)
+#: loses its connection, hence the lock, after about two of these.
+LOCK_HEARTBEAT = 10
 
 
 class StateNotRecorded(RuntimeError):
@@ -70,7 +73,8 @@ class BrokerLock:
         try:
             if self.connection is None:
                 self.connection = self.app.connection_for_write(
-                    transport_options={"read_timeout": LOCK_IO_TIMEOUT, "write_timeout": LOCK_IO_TIMEOUT}
+                    heartbeat=LOCK_HEARTBEAT,
+                    transport_options={"read_timeout": LOCK_IO_TIMEOUT, "write_timeout": LOCK_IO_TIMEOUT},
                 )
                 # One attempt per URL: a dead node is skipped, a standby never blocks its loop for long.
                 self.connection.ensure_connection(max_retries=len(broker_urls(self.app.conf.broker_url)))

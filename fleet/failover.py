@@ -12,9 +12,9 @@ Celery worker, and both are fixed here:
 - Celery 5.5+'s native delayed delivery bootstep, included whenever a quorum queue
   is configured, sets up its exchanges on every URL of the list one after the other,
   retrying a dead one (about 18 s with the first node dead) before the worker
-  consumes. fleet never uses it: its exchange is direct (native delayed delivery
-  is for topic exchanges) and far-future ETAs park in ``fleet.delay.*`` queues
-  (fleet.parking). :class:`Consumer` leaves that bootstep out.
+  consumes. fleet never uses it: Celery routes countdowns through it only for
+  non-direct exchanges (fleet's is direct), and far-future ETAs park in
+  ``fleet.delay.*`` queues (fleet.parking). :class:`Consumer` leaves that bootstep out.
 """
 
 from __future__ import annotations
