@@ -56,5 +56,8 @@ def worker_argv(spec: PoolSpec, node: str, settings: Settings) -> list[str]:
 def run_worker(app: FleetCelery, spec: PoolSpec, node: str) -> None:
     """Run the worker in this process (so under Kubernetes it is PID 1 and gets TERM)."""
     app.conf.task_acks_late = spec.acks_late
+    # TERM starts the soft shutdown (fleet.shutdown). Not on idle: a worker running nothing
+    # has nothing to wait for, its prefetched messages go back when its connection closes.
     app.conf.worker_soft_shutdown_timeout = spec.soft_shutdown_timeout
+    app.conf.worker_enable_soft_shutdown_on_idle = False
     app.worker_main(worker_argv(spec, node, app.fleet_settings))
