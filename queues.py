@@ -8,7 +8,12 @@ arguments.
 
 from __future__ import annotations
 
+import logging
+
+from amqp.exceptions import AccessRefused, ChannelError, PreconditionFailed
 from kombu import Connection, Exchange, Queue
+
+logger = logging.getLogger("fleet.topology")
 
 TASK_EXCHANGE = Exchange("fleet", type="direct", durable=True, delivery_mode="persistent")
 DEAD_LETTER_EXCHANGE = Exchange("fleet.dlx", type="direct", durable=True, delivery_mode="persistent")
@@ -28,6 +33,12 @@ WORK_QUEUES: dict[str, int | None] = {
 }
 DEFAULT_QUEUE = "default"
 QUEUE_TYPES = ("classic", "quorum")
+#: Beat's leader lock: an exclusive queue lives exactly as long as the connection
+#: that declared it, so it vanishes the moment the leading beat dies (fleet.beat).
+BEAT_LEADER_QUEUE = "fleet.beat.leader"
+#: Beat's shared "last sent" times, so a beat taking over never re-sends what the
+#: previous leader sent (fleet.beat). One message: the latest state.
+BEAT_STATE_QUEUE = "fleet.beat.state"
 
 
 def dlq_name(queue: str) -> str:
@@ -35,22 +46,37 @@ def dlq_name(queue: str) -> str:
     return f"{queue}.dlq"
 
 
-def _type_arguments(queue_type: str, delivery_limit: int) -> dict[str, object]:
+def _type_arguments(queue_type: str) -> dict[str, object]:
     if queue_type not in QUEUE_TYPES:
         raise ValueError(f"unknown queue type {queue_type!r}; expected one of {QUEUE_TYPES}")
+    return {"x-queue-type": "quorum"} if queue_type == "quorum" else {}
+
+
+def _dead_lettering(exchange: str, queue_type: str, routing_key: str | None = None) -> dict[str, object]:
+    """Dead-letter to ``exchange``; on quorum queues, at least once.
+
+    RabbitMQ dead-letters at most once by default: a message is removed from its
+    queue whether or not the target queue got it, so a node lost at that moment
+    loses it. Quorum queues (RabbitMQ >= 3.10) can keep the message until the
+    target confirms it; that strategy requires ``x-overflow: reject-publish``.
+    """
+    arguments: dict[str, object] = {"x-dead-letter-exchange": exchange}
+    if routing_key is not None:
+        arguments["x-dead-letter-routing-key"] = routing_key
     if queue_type == "quorum":
-        # Quorum queues count redeliveries themselves and dead-letter past the limit.
-        return {"x-queue-type": "quorum", "x-delivery-limit": delivery_limit}
-    return {}
+        arguments |= {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+    return arguments
 
 
 def work_queue(name: str, queue_type: str = "classic", delivery_limit: int = 5) -> Queue:
     """The durable work queue ``name`` with its dead-lettering and type arguments."""
     arguments: dict[str, object] = {
-        "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE.name,
-        "x-dead-letter-routing-key": dlq_name(name),
-        **_type_arguments(queue_type, delivery_limit),
+        **_dead_lettering(DEAD_LETTER_EXCHANGE.name, queue_type, dlq_name(name)),
+        **_type_arguments(queue_type),
     }
+    if queue_type == "quorum":
+        # Quorum queues count redeliveries themselves and dead-letter past the limit.
+        arguments["x-delivery-limit"] = delivery_limit
     max_priority = WORK_QUEUES[name]
     if max_priority and queue_type == "classic":  # quorum queues have no priorities
         arguments["x-max-priority"] = max_priority
@@ -65,7 +91,7 @@ def work_queue(name: str, queue_type: str = "classic", delivery_limit: int = 5) 
 
 def dead_letter_queue(name: str, queue_type: str = "classic") -> Queue:
     """The durable queue holding ``name``'s dead letters for inspection and replay."""
-    arguments = {"x-queue-type": "quorum"} if queue_type == "quorum" else {}
+    arguments = _type_arguments(queue_type)
     return Queue(
         dlq_name(name),
         DEAD_LETTER_EXCHANGE,
@@ -75,15 +101,23 @@ def dead_letter_queue(name: str, queue_type: str = "classic") -> Queue:
     )
 
 
-def delay_queue(seconds: int) -> Queue:
+def delay_queue(seconds: int, queue_type: str = "classic") -> Queue:
     """Holds messages for ``seconds``, then dead-letters them back through ``fleet``
-    under their own routing key, i.e. into the work queue they came from."""
+    under their own routing key, i.e. into the work queue they came from.
+
+    Of the work queues' type: on a cluster a parked task must survive its node
+    (quorum queues have per-queue message TTL since RabbitMQ 3.10).
+    """
     return Queue(
         f"fleet.delay.{seconds}s",
         DELAY_EXCHANGE,
         durable=True,
         binding_arguments={"x-match": "all", DELAY_HEADER: seconds},
-        queue_arguments={"x-message-ttl": seconds * 1000, "x-dead-letter-exchange": TASK_EXCHANGE.name},
+        queue_arguments={
+            "x-message-ttl": seconds * 1000,
+            **_dead_lettering(TASK_EXCHANGE.name, queue_type),
+            **_type_arguments(queue_type),
+        },
     )
 
 
@@ -95,13 +129,52 @@ def dead_letter_queues(queue_type: str = "classic") -> tuple[Queue, ...]:
     return tuple(dead_letter_queue(name, queue_type) for name in WORK_QUEUES)
 
 
-def declare_topology(connection: Connection, queue_type: str = "classic", delivery_limit: int = 5) -> None:
-    """Declare every exchange and queue. Idempotent: safe at every start.
+def beat_leader_queue() -> Queue:
+    """The beat leader's lock: exclusive (one owner, gone with its connection), never durable."""
+    return Queue(BEAT_LEADER_QUEUE, exclusive=True, auto_delete=True, durable=False)
+
+
+def beat_state_queue(queue_type: str = "classic") -> Queue:
+    """The last-sent times of the periodic tasks: only the newest message is kept."""
+    return Queue(
+        BEAT_STATE_QUEUE,
+        durable=True,
+        queue_arguments={"x-max-length": 1, "x-overflow": "drop-head", **_type_arguments(queue_type)},
+    )
+
+
+def topology(queue_type: str = "classic", delivery_limit: int = 5) -> tuple[Queue, ...]:
+    """Every queue a worker declares: work queues, dead-letter queues, delay queues."""
+    return (
+        *work_queues(queue_type, delivery_limit),
+        *dead_letter_queues(queue_type),
+        *(delay_queue(seconds, queue_type) for seconds in DELAY_SECONDS),
+    )
+
+
+def declare_topology(connection: Connection, queue_type: str = "classic", delivery_limit: int = 5) -> list[str]:
+    """Declare every exchange and queue. Idempotent: safe at every start and reconnect.
 
     A queue that already exists with other arguments makes RabbitMQ answer
-    PRECONDITION_FAILED; that is deliberate, a silent mismatch would be worse.
+    PRECONDITION_FAILED; that is deliberate (raised), a silent mismatch would be
+    worse. A queue RabbitMQ cannot reach right now (on a cluster: a classic
+    queue whose home node is down answers NOT_FOUND) is logged and skipped, so a
+    reconnect to a surviving node never stops the caller; its name is returned.
+    Declares on a channel of its own: a channel error closes the channel, and
+    the connection's default channel is the one consumers use.
     """
-    channel = connection.default_channel
-    delay_queues = tuple(delay_queue(seconds) for seconds in DELAY_SECONDS)
-    for queue in (*work_queues(queue_type, delivery_limit), *dead_letter_queues(queue_type), *delay_queues):
-        queue.bind(channel).declare()
+    skipped: list[str] = []
+    channel = connection.channel()
+    try:
+        for queue in topology(queue_type, delivery_limit):
+            try:
+                queue.bind(channel).declare()
+            except (PreconditionFailed, AccessRefused):
+                raise
+            except ChannelError as exc:
+                logger.warning("cannot declare queue %s now, skipping it: %r", queue.name, exc)
+                skipped.append(queue.name)
+                channel = connection.channel()  # the broker closed the failed one
+    finally:
+        channel.close()
+    return skipped

@@ -18,6 +18,7 @@ from flask import Flask
 
 from fleet.canvas import captured_producer
 from fleet.consumer import DeclareTopology
+from fleet.failover import RECONNECT
 from fleet.schedule import beat_schedule
 from fleet.settings import Settings, load_settings
 from fleet.tasks import TASK_MODULES
@@ -45,6 +46,9 @@ class FlaskTask(Task):
 
 class FleetCelery(Celery):
     """A Celery app that knows its fleet settings and its Flask app."""
+
+    #: every broker connection retries the failover list quickly (fleet.failover)
+    amqp_cls = "fleet.failover:FailoverAMQP"
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         self.fleet_settings = settings
@@ -75,7 +79,10 @@ def celery_config(settings: Settings, registered: Callable[[], Container[str]]) 
         "broker_write_url": settings.broker_url,
         "broker_use_ssl": {"ca_certs": settings.broker_ca_file, "cert_reqs": 2} if settings.broker_ca_file else False,
         # Nothing lost on the way in: confirms, persistent messages, retry publishing.
-        "broker_transport_options": {"confirm_publish": True},
+        # A failover list is walked in order (round-robin from the first URL on every
+        # new connection), with short pauses between rounds (fleet.failover).
+        "broker_transport_options": {"confirm_publish": True, **RECONNECT},
+        "broker_failover_strategy": "round-robin",
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,  # a worker waits for the broker forever
         "broker_heartbeat": 30,
@@ -106,7 +113,7 @@ def celery_config(settings: Settings, registered: Callable[[], Container[str]]) 
         "task_track_started": True,
         "worker_prefetch_multiplier": 1,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "worker_consumer": "fleet.consumer:FleetConsumer",
+        "worker_consumer": "fleet.failover:Consumer",
         # Results.
         "result_backend": settings.results_url,
         "result_expires": settings.result_expires,
@@ -119,6 +126,8 @@ def celery_config(settings: Settings, registered: Callable[[], Container[str]]) 
         # Schedule.
         "beat_schedule": beat_schedule(),
         "beat_schedule_filename": str(settings.var_dir / "celerybeat-schedule"),
+        # Any number of beats: the one holding the broker's leader lock sends (fleet.beat).
+        "beat_scheduler": "fleet.beat:LeaderScheduler",
         "timezone": "UTC",
         "enable_utc": True,
         "include": [*TASK_MODULES, *settings.extra_task_modules],

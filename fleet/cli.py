@@ -39,6 +39,9 @@ def main() -> None:
 @click.option("--pool-kind", default=None, help="Override the pool kind (prefork or threads).")
 def worker(pool: str, index: int | None, pool_kind: str | None, **flags: str | None) -> None:
     """Start the worker for POOL with its tuned spec (fleet.pools)."""
+    from fleet.shutdown import term_starts_soft_shutdown
+
+    term_starts_soft_shutdown()  # before Celery is imported
     from fleet.metrics import setup as metrics
     from fleet.worker import node_name, resolve_pool, run_worker
 
@@ -57,7 +60,7 @@ def worker(pool: str, index: int | None, pool_kind: str | None, **flags: str | N
 
 @main.command()
 def beat() -> None:
-    """Start the beat scheduler (exactly one per fleet); state under var/."""
+    """Start a beat scheduler; run two or more: one leads, the others stand by (fleet.beat)."""
     from fleet.celery_app import create_celery
 
     settings = _settings()

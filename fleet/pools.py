@@ -34,6 +34,9 @@ class PoolSpec:
     max_memory_per_child_kb: int | None
     soft_time_limit: int
     time_limit: int
+    #: seconds a stopping worker (TERM: rollout, scale-in) lets running tasks finish; then
+    #: it cancels the rest, which go back to their queue (late acks), and exits
+    soft_shutdown_timeout: int
     replicas: int
     #: memory one worker process may use; Kubernetes limits are concurrency x this
     memory_mb: int
@@ -50,6 +53,11 @@ class PoolSpec:
                 f"consumer_timeout ({consumer_timeout:g}s, FLEET_BROKER_CONSUMER_TIMEOUT): the broker "
                 "would close the channel under a running task and redeliver it. Lower the limit "
                 "or raise consumer_timeout on the broker and in FLEET_BROKER_CONSUMER_TIMEOUT."
+            )
+        if not 0 < self.soft_shutdown_timeout < self.time_limit:
+            raise PoolError(
+                f"pool {self.name}: soft_shutdown_timeout must be above 0 and below time_limit, or a stop "
+                "would wait as long as the hard time limit anyway"
             )
         if self.pool == "threads" and (self.max_tasks_per_child or self.max_memory_per_child_kb):
             raise PoolError(f"pool {self.name}: child recycling needs the prefork pool")
@@ -72,6 +80,7 @@ POOLS: dict[str, PoolSpec] = {
             max_memory_per_child_kb=256_000,
             soft_time_limit=25,
             time_limit=30,
+            soft_shutdown_timeout=10,
             replicas=2,
             memory_mb=256,
             cpu=0.5,
@@ -88,6 +97,7 @@ POOLS: dict[str, PoolSpec] = {
             max_memory_per_child_kb=None,
             soft_time_limit=50,
             time_limit=60,
+            soft_shutdown_timeout=15,
             replicas=1,
             memory_mb=32,
             cpu=0.5,
@@ -107,6 +117,7 @@ POOLS: dict[str, PoolSpec] = {
             max_memory_per_child_kb=512_000,
             soft_time_limit=540,
             time_limit=600,
+            soft_shutdown_timeout=30,
             replicas=1,
             memory_mb=768,
             cpu=1.0,
@@ -123,6 +134,7 @@ POOLS: dict[str, PoolSpec] = {
             max_memory_per_child_kb=256_000,
             soft_time_limit=110,
             time_limit=120,
+            soft_shutdown_timeout=10,
             replicas=1,
             memory_mb=256,
             cpu=1.0,
@@ -156,10 +168,15 @@ _OVERRIDABLE = {
         "max_memory_per_child_kb",
         "soft_time_limit",
         "time_limit",
+        "soft_shutdown_timeout",
         "replicas",
         "pool",
     }
 }
+
+
+#: overridable fields where 0 does not mean "off"
+_ABOVE_ZERO = {"concurrency", "prefetch_multiplier", "time_limit", "soft_shutdown_timeout"}
 
 
 def env_overrides(spec: PoolSpec, pool_env: Mapping[str, str]) -> dict[str, str]:
@@ -189,7 +206,7 @@ def with_overrides(spec: PoolSpec, overrides: Mapping[str, str | int | None]) ->
             value = int(raw)
         except (TypeError, ValueError):
             raise PoolError(f"pool {spec.name}: {key} must be a whole number, not {raw!r}") from None
-        if value < 0 or (value == 0 and key in {"concurrency", "prefetch_multiplier", "time_limit"}):
+        if value < 0 or (value == 0 and key in _ABOVE_ZERO):
             raise PoolError(f"pool {spec.name}: {key} must be above 0, not {value}")
         changes[key] = value or None
     return replace(spec, **changes)
@@ -210,3 +227,8 @@ def metrics_port(base: int, pool: str, index: int | None = None) -> int:
             return base + offset + (index or 0)
         offset += spec.replicas
     raise PoolError(f"unknown pool {pool!r}")
+
+
+def beat_metrics_port(base: int, index: int = 0) -> int:
+    """The metrics port of beat ``index`` on a shared host: the first ports after every worker's."""
+    return base + sum(spec.replicas for spec in POOLS.values()) + index

@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from fleet.metrics.prometheus import API_JOB, WORKERS_JOB
-from fleet.pools import POOLS, PoolSpec, metrics_port
+from fleet.metrics.prometheus import API_JOB, BEAT_JOB, WORKERS_JOB
+from fleet.pools import POOLS, PoolSpec, beat_metrics_port, metrics_port
 from fleet.settings import Settings, load_settings
 from fleet.supervisor_auth import CTL_FILE, SOCKET_FILE
 
@@ -29,9 +29,10 @@ _DEFAULTS = load_settings({})
 
 #: What is not a pool spec. Kubernetes-only values are under "k8s".
 VALUES: dict[str, Any] = {
-    # Seconds past a pool's hard time limit before a stopping worker is killed: the warm
-    # shutdown lets the running task finish or hit its limit, then acks or requeues.
-    "stop_margin_s": 30,
+    # Seconds past a pool's soft-shutdown timeout before a stopping worker is killed: TERM
+    # lets running tasks finish for soft_shutdown_timeout, then the cold shutdown cancels the
+    # rest (back to their queue), stops the pool and closes the connection.
+    "stop_margin_s": 15,
     "metrics_port": _DEFAULTS.metrics_port,  # one port per worker process from here
     "api_port": int(_DEFAULTS.api_bind.rsplit(":", 1)[1]),
     "supervisor": {
@@ -50,7 +51,8 @@ VALUES: dict[str, Any] = {
         "main_process_memory_mb": 128,
         "cpu_limit_factor": 2,
         "api": {"replicas": 2, "memory_mb": 256, "cpu": 0.5, "gunicorn_workers": 2},
-        "beat": {"memory_mb": 192, "cpu": 0.1},
+        # Two beats: one leads (fleet.beat), the other takes over within seconds if it dies.
+        "beat": {"replicas": 2, "memory_mb": 192, "cpu": 0.1},
         # KEDA: min/max replicas per pool; high_priority never scales to zero (latency).
         "autoscaling": {
             "high_priority": {"min": 2, "max": 10},
@@ -102,8 +104,8 @@ _AUTH_PATH = f"%(ENV_FLEET_VAR_DIR)s/{CTL_FILE}"
 
 
 def stop_wait(spec: PoolSpec) -> int:
-    """Seconds a stopping worker gets: its hard time limit plus the margin."""
-    return spec.time_limit + VALUES["stop_margin_s"]
+    """Seconds a stopping worker gets: its soft-shutdown timeout plus the margin (fleet.shutdown)."""
+    return spec.soft_shutdown_timeout + VALUES["stop_margin_s"]
 
 
 # -- supervisor ---------------------------------------------------------------------------------------------------
@@ -177,7 +179,10 @@ def render_supervisor() -> dict[str, str]:
         _section(
             "program:beat",
             _program("beat", sup["beat_stopwaitsecs"]),
-            ["exactly one beat per fleet, or periodic tasks run twice"],
+            [
+                "one beat per host; more may run anywhere (Kubernetes runs two): the leader sends, the rest stand by",
+                f"metrics: FLEET_METRICS_PORT + {beat_metrics_port(0)}",
+            ],
         ),
     ]
     for spec in POOLS.values():
@@ -478,12 +483,20 @@ def api_objects() -> list[dict[str, Any]]:
 
 
 def beat_objects() -> list[dict[str, Any]]:
-    """Exactly one beat, even during a rollout: Recreate stops the old pod before the new one."""
+    """Two beats on different nodes: the one holding the broker's leader lock sends (fleet.beat),
+    so a rolling update or a lost node leaves a standby that takes over within seconds."""
     beat = VALUES["k8s"]["beat"]
     meta = _meta("fleet-beat", "beat")
-    container = {"name": "beat", "command": ["fleet", "beat"], "resources": _resources(beat["cpu"], beat["memory_mb"])}
-    pod = _pod(meta, container, VALUES["supervisor"]["beat_stopwaitsecs"], spread=False)
-    return [_deployment(meta, 1, pod, {"type": "Recreate"})]
+    container = {
+        "name": "beat",
+        "command": ["fleet", "beat"],
+        "ports": [
+            {"name": "beat-metrics", "containerPort": beat_metrics_port(VALUES["metrics_port"]), "protocol": "TCP"}
+        ],
+        "resources": _resources(beat["cpu"], beat["memory_mb"]),
+    }
+    pod = _pod(meta, container, VALUES["supervisor"]["beat_stopwaitsecs"])
+    return [_deployment(meta, beat["replicas"], pod, _ROLLING), _pdb(meta)]
 
 
 def _namespace() -> dict[str, Any]:
@@ -538,6 +551,12 @@ def _pod_monitor() -> dict[str, Any]:
                         {"targetLabel": "job", "replacement": WORKERS_JOB},
                         {"sourceLabels": ["__meta_kubernetes_pod_label_fleet_pool"], "targetLabel": "pool"},
                     ],
+                },
+                {  # every beat
+                    "port": "beat-metrics",
+                    "path": "/metrics",
+                    "interval": "15s",
+                    "relabelings": [{"targetLabel": "job", "replacement": BEAT_JOB}],
                 },
                 {  # the API
                     "port": "http",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from fleet.transport import normalize_broker_url
+from fleet.transport import broker_urls, normalize_broker_url
 
 T = TypeVar("T")
 
@@ -207,7 +207,7 @@ def _check_production(settings: Settings) -> None:
     problems = []
     if not settings.api_token:
         problems.append("FLEET_API_TOKEN must be set when FLEET_ENV=production")
-    if urlsplit(settings.broker_url).username in (None, "", "guest"):
+    if any(urlsplit(url).username in (None, "", "guest") for url in broker_urls(settings.broker_url)):
         problems.append("CELERY_BROKER_URL must not use RabbitMQ's guest account when FLEET_ENV=production")
     if problems:
         raise SettingsError("refusing to start:\n  " + "\n  ".join(problems))

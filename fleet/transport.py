@@ -15,11 +15,31 @@ LIBRABBITMQ_REFUSED = (
 )
 
 
+#: kombu's separator between the URLs of a failover list (``amqp://a//;amqp://b//``)
+FAILOVER_SEPARATOR = ";"
+
+
 def normalize_broker_url(url: str) -> str:
     """Return ``url`` with ``amqp://`` pinned to py-amqp; refuse librabbitmq.
 
-    Raises ``ValueError`` with the reason when the URL names librabbitmq.
+    A failover list is normalized URL by URL: kombu parses each alternate's
+    scheme again when it fails over, so an unpinned second URL would switch the
+    connection to librabbitmq on the first failover.
+
+    Raises ``ValueError`` with the reason when a URL names librabbitmq.
     """
+    urls = broker_urls(url)
+    if not urls:
+        raise ValueError("expected a URL such as amqp://user:password@host:5672/vhost")
+    return FAILOVER_SEPARATOR.join(_pin(one) for one in urls)
+
+
+def broker_urls(url: str) -> list[str]:
+    """The URLs of a (possibly single-URL) failover list, in the order they are tried."""
+    return [part.strip() for part in url.split(FAILOVER_SEPARATOR) if part.strip()]
+
+
+def _pin(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise ValueError("expected a URL such as amqp://user:password@host:5672/vhost")

@@ -21,8 +21,8 @@ import yaml
 from supervisor.options import ServerOptions
 
 from fleet import pooltable, render
-from fleet.metrics.prometheus import API_JOB, WORKERS_JOB
-from fleet.pools import POOLS, PoolSpec, metrics_port
+from fleet.metrics.prometheus import API_JOB, BEAT_JOB, WORKERS_JOB
+from fleet.pools import POOLS, PoolSpec, beat_metrics_port, metrics_port
 from fleet.settings import Settings
 from tests.support.processes import FLEET
 
@@ -150,9 +150,9 @@ def monkeypatch_module():
         yield patch
 
 
-def test_supervisor_runs_the_api_exactly_one_beat_and_every_pool(programs: dict[str, list], home: Path) -> None:
+def test_supervisor_runs_the_api_one_beat_and_every_pool(programs: dict[str, list], home: Path) -> None:
     assert set(programs) == {"api", "beat", *POOLS}
-    assert [p.command for p in programs["beat"]] == [f"{home}/.venv/bin/fleet beat"], "exactly one beat"
+    assert [p.command for p in programs["beat"]] == [f"{home}/.venv/bin/fleet beat"], "one beat per host"
     assert [p.command for p in programs["api"]] == [f"{home}/.venv/bin/fleet api"]
 
 
@@ -164,8 +164,10 @@ def test_supervisor_pool_programs_follow_the_spec(programs: dict[str, list], spe
         f"{home}/.venv/bin/fleet worker {spec.name} --index {i}" for i in range(spec.replicas)
     ], "a unique node name (and metrics port) per process"
     for process in processes:
-        assert process.stopsignal == 15, "TERM starts Celery's warm shutdown"
-        assert process.stopwaitsecs >= spec.time_limit + 30, "room for a running task to reach its hard limit"
+        assert process.stopsignal == 15, "TERM starts Celery's soft shutdown (fleet.shutdown)"
+        # derived from the soft shutdown, not the hard limit: a rollout does not wait 10 minutes
+        assert process.stopwaitsecs == spec.soft_shutdown_timeout + render.VALUES["stop_margin_s"]
+        assert process.stopwaitsecs < spec.time_limit
         assert process.stopasgroup is False, "a TERM to prefork children would kill running tasks"
         assert process.killasgroup is True, "a late KILL must not leave children behind"
         assert process.startsecs > 0 and process.autorestart
@@ -247,7 +249,7 @@ def test_worker_deployment_matches_the_pool_spec(spec: PoolSpec) -> None:
     assert _mebibytes(resources["limits"]["memory"]) == _mebibytes(resources["requests"]["memory"]) == memory
     assert _cores(resources["requests"]["cpu"]) == spec.cpu
     assert _cores(resources["limits"]["cpu"]) >= spec.cpu
-    assert pod["terminationGracePeriodSeconds"] > spec.time_limit, "a running task may reach its hard limit"
+    assert pod["terminationGracePeriodSeconds"] == render.stop_wait(spec) > spec.soft_shutdown_timeout
     assert container["livenessProbe"]["exec"]["command"] == ["fleet", "health", "--liveness"]
     assert container["startupProbe"]["exec"]["command"] == ["fleet", "health", "--liveness"]
     assert container["readinessProbe"]["exec"]["command"] == ["fleet", "health", "--readiness"]
@@ -313,14 +315,18 @@ def test_api_beat_and_monitoring() -> None:
     service = _find("Service", "fleet-api")
     assert service["spec"]["selector"] == api["spec"]["selector"]["matchLabels"]
     beats = [o for _, o in OBJECTS if o["kind"] == "Deployment" and _container(o)["command"] == ["fleet", "beat"]]
-    assert len(beats) == 1 and beats[0]["spec"]["replicas"] == 1
-    assert beats[0]["spec"]["strategy"] == {"type": "Recreate"}, "never two beats, even during a rollout"
+    assert len(beats) == 1 and beats[0]["spec"]["replicas"] == 2, "a leader and a standby (fleet.beat)"
+    assert beats[0]["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, "a beat stays up during a rollout"
+    assert "topologySpreadConstraints" in beats[0]["spec"]["template"]["spec"], "on different nodes"
+    beat_port = _container(beats[0])["ports"][0]
+    assert beat_port["containerPort"] == beat_metrics_port(render.VALUES["metrics_port"])
     monitor = _find("PodMonitor", "fleet")["spec"]
     endpoints = {endpoint["port"]: endpoint for endpoint in monitor["podMetricsEndpoints"]}
     assert endpoints["metrics"].items() >= {"path": "/metrics", "interval": "15s", "honorLabels": True}.items()
     # the job and pool labels the alert rules read, as the local scrape config sets them
     assert {"targetLabel": "job", "replacement": WORKERS_JOB} in endpoints["metrics"]["relabelings"]
     assert {"targetLabel": "job", "replacement": API_JOB} in endpoints["http"]["relabelings"]
+    assert {"targetLabel": "job", "replacement": BEAT_JOB} in endpoints[beat_port["name"]]["relabelings"]
     pods = [o["spec"]["template"]["metadata"]["labels"] for _, o in OBJECTS if o["kind"] == "Deployment"]
     assert all(monitor["selector"]["matchLabels"].items() <= labels.items() for labels in pods)
 

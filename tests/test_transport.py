@@ -112,11 +112,28 @@ def test_an_importable_librabbitmq_does_not_take_over_fleet_connections(own_vhos
         ("amqp://guest:guest@localhost:5672//", "pyamqp://guest:guest@localhost:5672//"),
         ("pyamqp://u:p@host:5672/vh", "pyamqp://u:p@host:5672/vh"),
         ("amqps://u:p@host:5671/vh", "amqps://u:p@host:5671/vh"),
+        # a failover list: kombu re-parses each alternate's scheme when it fails over
+        ("amqp://a:5672//;amqp://b:5672//; amqp://c:5672//", "pyamqp://a:5672//;pyamqp://b:5672//;pyamqp://c:5672//"),
     ],
 )
 def test_amqp_urls_are_pinned_to_py_amqp(url: str, expected: str) -> None:
     assert normalize_broker_url(url) == expected
     assert load_settings({"CELERY_BROKER_URL": url}).broker_url == expected
+
+
+@pytest.mark.pure
+def test_every_url_of_a_failover_list_reaches_py_amqp_on_failover() -> None:
+    from kombu import Connection
+
+    connection = Connection(normalize_broker_url("amqp://127.0.0.1:1//;amqp://127.0.0.1:2//"))
+    connection.maybe_switch_next()  # what kombu does when the first URL fails
+    assert connection.transport_cls == "pyamqp"
+
+
+@pytest.mark.pure
+def test_a_librabbitmq_url_anywhere_in_a_failover_list_is_refused() -> None:
+    with pytest.raises(SettingsError, match="publisher confirms"):
+        load_settings({"CELERY_BROKER_URL": "amqp://a//;librabbitmq://b//"})
 
 
 @pytest.mark.pure

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from fleet.pools import POOLS, metrics_port
+from fleet.pools import POOLS, beat_metrics_port, metrics_port
 
 WORKERS_JOB = "fleet-workers"
 API_JOB = "fleet-api"
+BEAT_JOB = "fleet-beat"
 
 
 def worker_targets(base_port: int, host: str = "127.0.0.1") -> dict[str, list[str]]:
@@ -48,6 +49,8 @@ def scrape_config(
     ]
     for pool, addresses in targets.items():
         lines += [f"      - targets: {json.dumps(addresses)}", f"        labels: {{pool: {pool}}}"]
+    beat_target = f"{host}:{beat_metrics_port(base_port)}"
+    lines += [f"  - job_name: {BEAT_JOB}", "    static_configs:", f"      - targets: {json.dumps([beat_target])}"]
     if api_target:
         lines += [f"  - job_name: {API_JOB}", "    static_configs:", f"      - targets: {json.dumps([api_target])}"]
     return "\n".join(lines) + "\n"
