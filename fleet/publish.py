@@ -46,7 +46,7 @@ from kombu import Connection, Producer
 from kombu.common import maybe_declare
 
 from fleet.messages import Call, TaskMessage, TaskMessages
-from fleet.transport import normalize_broker_url
+from fleet.transport import broker_urls, normalize_broker_url
 from queues import TASK_EXCHANGE, declare_topology
 
 __all__ = [
@@ -57,7 +57,6 @@ __all__ = [
     "Publisher",
     "TaskMessage",
     "TaskMessages",
-    "broker_urls",
     "publish_confirmed",
     "publish_many",
     "publisher_for",
@@ -243,11 +242,6 @@ def _close_quietly(channel: Any) -> None:
 # -- the pool --------------------------------------------------------------------
 
 
-def broker_urls(url: str) -> list[str]:
-    """The nodes of a (failover) broker URL, in order, each pinned to py-amqp (fleet.transport)."""
-    return [normalize_broker_url(part.strip()) for part in url.split(";") if part.strip()]
-
-
 @dataclass
 class _Pooled:
     connection: Connection
@@ -278,7 +272,7 @@ class Publisher:
     ) -> None:
         self.app = app
         self.timeout = timeout
-        self.urls = list(urls or broker_urls(app.conf.broker_write_url or app.conf.broker_url))
+        self.urls = list(urls or broker_urls(normalize_broker_url(app.conf.broker_write_url or app.conf.broker_url)))
         self.max_idle = max_idle
         self.idle_seconds = idle_seconds
         self.queue_type = queue_type
