@@ -13,8 +13,20 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from annotated_types import Interval
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
+from fleet.tasks.data import STEP_DELAY
+from fleet.tasks.email import DEFAULT_BODY, DEFAULT_SUBJECT
+from fleet.tasks.examples import DEFAULT_DURATION
 from fleet.tasks.reports import REPORT_TYPES
 from queues import WORK_QUEUES
 
@@ -84,27 +96,77 @@ class BatchRequest(Request):
     tasks: list[TaskRequest] = Field(min_length=1, description="At most FLEET_API_MAX_BATCH tasks.")
 
 
+class RunTaskRequest(Request):
+    """Guide 000's ``POST /run-task`` body: run ``tasks.long_running_task`` for ``duration`` seconds."""
+
+    duration: float = Field(
+        DEFAULT_DURATION, ge=0, description="Seconds the task takes; below the default pool's soft time limit."
+    )
+
+
 class SendEmailRequest(Request):
-    to: Email
+    """The guide's ``recipient``; ``to`` is fleet's older name for it, accepted instead (never both)."""
+
+    recipient: Email | None = None
+    to: Email | None = Field(None, description="Alias of recipient (give one of the two).")
     subject: Subject
     body: Text
+
+    @model_validator(mode="after")
+    def _one_recipient(self) -> SendEmailRequest:
+        if (self.recipient is None) == (self.to is None):
+            raise ValueError("give recipient (or its alias to), exactly one of them")
+        return self
+
+    @property
+    def address(self) -> str:
+        return self.recipient or self.to or ""
 
 
 class SendBulkEmailsRequest(Request):
     recipients: list[Email] = Field(min_length=1, max_length=10_000)
-    subject: Subject
-    body: Text
+    subject: Subject = DEFAULT_SUBJECT
+    body: Text = DEFAULT_BODY
 
 
 class ProcessDataRequest(Request):
     rows: Integer = Field(10_000, ge=1, le=1_000_000)
-    step_delay: float = Field(0.0, ge=0, le=60, description="Seconds each step waits (stands in for I/O).")
+    step_delay: float = Field(STEP_DELAY, ge=0, le=60, description="Seconds each of the 4 steps waits (the guide's 1).")
+
+
+class ReportParameters(BaseModel):
+    """The guide's free-form ``parameters``; ``rows`` and ``seed`` shape the report, other keys are kept."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    rows: Integer | None = Field(None, ge=1, le=1_000_000)
+    seed: SafeInt | None = None
 
 
 class GenerateReportRequest(Request):
     report_type: ReportType
-    rows: Integer = Field(1000, ge=1, le=1_000_000)
-    seed: SafeInt = 0
+    parameters: ReportParameters = Field(default_factory=ReportParameters)
+    rows: Integer | None = Field(None, ge=1, le=1_000_000, description="Same as parameters.rows (not both).")
+    seed: SafeInt | None = Field(None, description="Same as parameters.seed (not both).")
+
+    @model_validator(mode="after")
+    def _one_place(self) -> GenerateReportRequest:
+        both = [key for key in ("rows", "seed") if None not in (getattr(self, key), getattr(self.parameters, key))]
+        if both:
+            raise ValueError(f"give {', '.join(both)} either at the top level or in parameters, not both")
+        return self
+
+    @property
+    def task_parameters(self) -> dict[str, Any]:
+        """``parameters`` as the task gets them, with a top-level ``rows``/``seed`` folded in."""
+        chosen = self.parameters.model_dump(mode="json")
+        for key in ("rows", "seed"):
+            value = getattr(self, key) if getattr(self, key) is not None else chosen[key]
+            if value is None:
+                del chosen[key]
+            else:
+                chosen[key] = value
+        return chosen
 
 
 class EtlRequest(Request):
@@ -127,7 +189,10 @@ class Accepted(BaseModel):
     task: str
     queue: str
     status_url: str
-    status: Literal["queued"] = "queued"
+    status: Literal["queued", "Task started"] = Field(
+        "queued", description='"Task started" on guide 000\'s POST /run-task {"duration"}, else "queued".'
+    )
+    message: str | None = Field(None, description="The guide's words on its routes, e.g. 'Email queued for sending'.")
 
 
 class BatchAccepted(BaseModel):
