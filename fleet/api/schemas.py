@@ -20,6 +20,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    RootModel,
     StringConstraints,
     model_validator,
 )
@@ -67,6 +68,18 @@ Timestamp = Annotated[AwareDatetime, Field(strict=False)]
 TaskId = Annotated[str, StringConstraints(min_length=1, max_length=155)]
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    """For a field that is absent or a value, never null: its schema shows no ``default: null``."""
+    schema.pop("default", None)
+
+
+def _one_of(schema: dict[str, Any], *names: str) -> None:
+    """Exactly one of ``names`` is given; absent rather than null, so neither shows ``default: null``."""
+    schema["oneOf"] = [{"required": [name]} for name in names]
+    for name in names:
+        schema["properties"][name].pop("default", None)
+
+
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -104,23 +117,29 @@ class RunTaskRequest(Request):
     )
 
 
+class AnyRunTaskRequest(RootModel[TaskRequest | RunTaskRequest]):
+    """``POST /run-task``: fleet's ``{"task", ...}``, or guide 000's ``{"duration"}`` (told apart by ``task``)."""
+
+
 class SendEmailRequest(Request):
     """The guide's ``recipient``; ``to`` is fleet's older name for it, accepted instead (never both)."""
 
-    recipient: Email | None = None
-    to: Email | None = Field(None, description="Alias of recipient (give one of the two).")
+    model_config = ConfigDict(json_schema_extra=lambda schema: _one_of(schema, "recipient", "to"))
+
+    recipient: Email = Field(None, description="The guide's field (give this or to).")  # type: ignore[assignment]
+    to: Email = Field(None, description="Alias of recipient (give one of the two).")  # type: ignore[assignment]
     subject: Subject
     body: Text
 
     @model_validator(mode="after")
     def _one_recipient(self) -> SendEmailRequest:
-        if (self.recipient is None) == (self.to is None):
+        if len({"recipient", "to"} & self.model_fields_set) != 1:
             raise ValueError("give recipient (or its alias to), exactly one of them")
         return self
 
     @property
     def address(self) -> str:
-        return self.recipient or self.to or ""
+        return self.recipient or self.to
 
 
 class SendBulkEmailsRequest(Request):
@@ -139,34 +158,22 @@ class ReportParameters(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True)
 
-    rows: Integer | None = Field(None, ge=1, le=1_000_000)
-    seed: SafeInt | None = None
+    rows: Integer = Field(
+        None, ge=1, le=1_000_000, description="Wins over the top-level rows.", json_schema_extra=_no_default
+    )  # type: ignore[assignment]
+    seed: SafeInt = Field(None, description="Wins over the top-level seed.", json_schema_extra=_no_default)  # type: ignore[assignment]
 
 
 class GenerateReportRequest(Request):
     report_type: ReportType
     parameters: ReportParameters = Field(default_factory=ReportParameters)
-    rows: Integer | None = Field(None, ge=1, le=1_000_000, description="Same as parameters.rows (not both).")
-    seed: SafeInt | None = Field(None, description="Same as parameters.seed (not both).")
-
-    @model_validator(mode="after")
-    def _one_place(self) -> GenerateReportRequest:
-        both = [key for key in ("rows", "seed") if None not in (getattr(self, key), getattr(self.parameters, key))]
-        if both:
-            raise ValueError(f"give {', '.join(both)} either at the top level or in parameters, not both")
-        return self
+    rows: Integer = Field(1000, ge=1, le=1_000_000)
+    seed: SafeInt = 0
 
     @property
     def task_parameters(self) -> dict[str, Any]:
-        """``parameters`` as the task gets them, with a top-level ``rows``/``seed`` folded in."""
-        chosen = self.parameters.model_dump(mode="json")
-        for key in ("rows", "seed"):
-            value = getattr(self, key) if getattr(self, key) is not None else chosen[key]
-            if value is None:
-                del chosen[key]
-            else:
-                chosen[key] = value
-        return chosen
+        """``parameters`` as the task gets them: the top-level ``rows``/``seed`` unless parameters set them."""
+        return {"rows": self.rows, "seed": self.seed, **self.parameters.model_dump(mode="json", exclude_unset=True)}
 
 
 class EtlRequest(Request):
@@ -217,12 +224,36 @@ class TaskStatus(BaseModel):
     progress: dict[str, Any] | None = None
     result: Any = None
     error: TaskError | None = None
-    date_done: datetime | None = None
+    date_done: datetime | None = Field(None, description="Set only once the task finished.")
+
+
+class RunTaskStatus(BaseModel):
+    """Guide 000's ``GET /task-status/<id>``: ``status`` is the state; fleet's fields follow."""
+
+    task_id: str
+    status: str = Field(description="The state: PENDING, STARTED, PROGRESS, SUCCESS, FAILURE, REVOKED, ...")
+    result: Any = Field(None, description="The return value once SUCCESS; the progress meta while PROGRESS.")
+    state: str
+    status_text: str = Field(description="The state in words.")
+    known: bool
+    task: str | None = None
+    queue: str | None = None
+    worker: str | None = None
+    retries: int | None = None
+    progress: dict[str, Any] | None = None
+    error: TaskError | None = None
+    date_done: datetime | None = Field(None, description="Set only once the task finished.")
+
+
+class CancelRequest(Request):
+    terminate: bool = Field(False, description="Also stop a running task (prefork pools: its process is signalled).")
 
 
 class CancelAccepted(BaseModel):
     task_id: str
-    state: str
+    state: str = Field(description="The state when the cancel arrived.")
+    was: Literal["queued", "running", "finished"]
+    terminate: bool = Field(description="Whether a running task's process is being terminated.")
     status: str
 
 

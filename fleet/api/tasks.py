@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app
 
+from fleet.api.accepted import remembered
 from fleet.api.body import field_error, json_object, validated
 from fleet.api.enqueue import enqueue, enqueue_batch, enqueue_signature, idempotent
 from fleet.api.schemas import (
@@ -25,8 +26,7 @@ from fleet.api.schemas import (
     SendEmailRequest,
     TaskRequest,
 )
-from fleet.api.state import ApiState, api_state
-from fleet.pools import POOLS, env_overrides, with_overrides
+from fleet.api.state import api_state
 from fleet.tasks.workflows import etl_pipeline, parallel_etl
 from routing import queue_for
 
@@ -43,25 +43,20 @@ def in_guide_words(response: Response, **fields: Any) -> Response:
     return response
 
 
-def soft_time_limit(state: ApiState, task: str) -> int:
-    """The soft time limit of the pool that runs ``task`` (with FLEET_POOL_* overrides)."""
-    queue = queue_for(task)
-    spec = next(spec for spec in POOLS.values() if queue in spec.queues)
-    return with_overrides(spec, env_overrides(spec, state.settings.pool_env)).soft_time_limit
-
-
 def enqueue_named(data: dict[str, Any] | None = None) -> Response:
     body = validated(TaskRequest, data)
     return enqueue(api_state(), body.task, body.args, body.kwargs, body)
 
 
 @bp.post("/api/tasks")
+@remembered
 @idempotent
 def create_task() -> Response:
     return enqueue_named()
 
 
 @bp.post("/run-task")
+@remembered
 @idempotent
 def run_task() -> Response:
     """Two shapes, told apart by ``task``: fleet's generic ``{"task", ...}`` (as /api/tasks),
@@ -71,7 +66,8 @@ def run_task() -> Response:
         return enqueue_named(data)
     body = validated(RunTaskRequest, data)
     state = api_state()
-    limit = soft_time_limit(state, "tasks.long_running_task")
+    pool = state.pool_of(queue_for("tasks.long_running_task"))
+    limit = pool.soft_time_limit if pool is not None else 0
     if body.duration >= limit:
         raise field_error("duration", f"must be below {limit} s, the default pool's soft time limit")
     duration: float | int = int(body.duration) if body.duration.is_integer() else body.duration
@@ -80,6 +76,7 @@ def run_task() -> Response:
 
 
 @bp.post("/api/tasks/batch")
+@remembered
 @idempotent
 def create_batch() -> Response:
     body = validated(BatchRequest)
@@ -87,6 +84,7 @@ def create_batch() -> Response:
 
 
 @bp.post("/api/send-email")
+@remembered
 @idempotent
 def send_email() -> Response:
     body = validated(SendEmailRequest)
@@ -95,6 +93,7 @@ def send_email() -> Response:
 
 
 @bp.post("/api/send-bulk-emails")
+@remembered
 @idempotent
 def send_bulk_emails() -> Response:
     body = validated(SendBulkEmailsRequest)
@@ -104,6 +103,7 @@ def send_bulk_emails() -> Response:
 
 
 @bp.post(f"/api/process-data/<{ID}:data_id>")
+@remembered
 @idempotent
 def process_data(data_id: int) -> Response:
     body = validated(ProcessDataRequest)
@@ -113,6 +113,7 @@ def process_data(data_id: int) -> Response:
 
 
 @bp.post("/api/generate-report")
+@remembered
 @idempotent
 def generate_report() -> Response:
     body = validated(GenerateReportRequest)
@@ -122,6 +123,7 @@ def generate_report() -> Response:
 
 
 @bp.post(f"/api/etl/single/<{ID}:source_id>")
+@remembered
 @idempotent
 def etl_single(source_id: int) -> Response:
     body = validated(EtlRequest)
@@ -130,6 +132,7 @@ def etl_single(source_id: int) -> Response:
 
 
 @bp.post("/api/etl/parallel")
+@remembered
 @idempotent
 def etl_parallel() -> Response:
     body = validated(ParallelEtlRequest)

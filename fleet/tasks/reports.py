@@ -39,6 +39,8 @@ def write_report(reports_dir: Path, report_type: str, rows: int, seed: int, name
 
 def report_parameters(parameters: dict[str, Any] | None, rows: int, seed: int) -> dict[str, int]:
     """``rows`` and ``seed`` as ``parameters`` set them (they win over the keyword defaults)."""
+    if parameters is not None and not isinstance(parameters, dict):
+        raise ValueError(f"parameters must be an object (the guide's dict), not {parameters!r}")
     chosen = {"rows": rows, "seed": seed}
     for key, (low, high) in PARAMETER_BOUNDS.items():
         value = (parameters or {}).get(key, chosen[key])
