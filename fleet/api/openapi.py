@@ -132,7 +132,7 @@ OPERATIONS: tuple[Operation, ...] = (
         also_ok=(200,),
         body=s.CancelRequest,
         body_required=False,
-        errors=(401, 404, 409, 422, 503),
+        errors=(400, 401, 404, 409, 413, 415, 422, 503),
     ),
     Operation(
         "get", "/api/monitoring/workers", "Workers with active, reserved, concurrency", "monitoring", answer=s.Workers

@@ -70,7 +70,7 @@ def run_task() -> Response:
     limit = pool.soft_time_limit if pool is not None else 0
     if body.duration >= limit:
         raise field_error("duration", f"must be below {limit} s, the default pool's soft time limit")
-    duration: float | int = int(body.duration) if body.duration.is_integer() else body.duration
+    duration: float | int = int(body.duration) if float(body.duration).is_integer() else body.duration
     response = enqueue(state, "tasks.long_running_task", [duration], {}, NO_OPTIONS)
     return in_guide_words(response, status="Task started")
 
