@@ -202,7 +202,7 @@ def test_long_ids_and_headers_get_json_errors(api: ApiServer) -> None:
 # -- the guides' task names, called as the guides call them --------------------------------------
 
 
-def test_guide_tasks_by_name(celery_app: FleetCelery, settings: Any, smtp: SMTPPeer) -> None:
+def test_guide_tasks_by_name(celery_app: FleetCelery, smtp: SMTPPeer, fleet_workers: object) -> None:
     send = celery_app.send_task
     # guide 002: app.conf.beat_schedule 'add-every-30-seconds': {'task': 'tasks.add', 'args': (16, 16)}
     assert send("tasks.add", (16, 16)).get(timeout=30) == 32
@@ -220,7 +220,9 @@ def test_guide_tasks_by_name(celery_app: FleetCelery, settings: Any, smtp: SMTPP
     smtp.wait_for("kw@example.com")
 
 
-def test_import_csv_chunks_with_progress_and_row_errors(celery_app: FleetCelery, settings: Any) -> None:
+def test_import_csv_chunks_with_progress_and_row_errors(
+    celery_app: FleetCelery, settings: Any, fleet_workers: object
+) -> None:
     path = settings.var_dir / "imports" / f"people-{uuid.uuid4().hex[:6]}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["id,name,age"] + [f"{n},person-{n},{20 + n % 50}" for n in range(250)]
@@ -252,7 +254,7 @@ def test_import_csv_chunks_with_progress_and_row_errors(celery_app: FleetCelery,
         outside.get(timeout=30)
 
 
-def test_best_practice_tasks(celery_app: FleetCelery) -> None:
+def test_best_practice_tasks(celery_app: FleetCelery, fleet_workers: object) -> None:
     send = celery_app.send_task
     record = f"rec-{uuid.uuid4().hex[:8]}"
     assert send("tasks.idempotent_update", (record, 5)).get(timeout=30)["status"] == "updated"
