@@ -20,7 +20,7 @@ import requests
 
 from fleet.celery_app import FleetCelery
 from tests.support.api import ApiServer
-from tests.support.peers import SMTPPeer
+from tests.support.peers import HTTPPeer, SMTPPeer
 from tests.support.processes import FleetProcess
 
 #: The guides poll at human speed; this is the poll the issue names for PROGRESS to be visible.
@@ -218,6 +218,22 @@ def test_guide_tasks_by_name(celery_app: FleetCelery, smtp: SMTPPeer, fleet_work
     assert daily["status"] == "generated" and daily["report_type"] == "daily_summary" and daily["report_date"]
     assert send("tasks.my_complex_task").get(timeout=30)["status"] == "completed"
     smtp.wait_for("kw@example.com")
+
+
+def test_reliable_tasks_take_the_guides_arguments(
+    celery_app: FleetCelery, http_peer: HTTPPeer, fleet_workers: object
+) -> None:
+    # call_external_api(self, endpoint, payload): requests.post(endpoint, json=payload)
+    endpoint = http_peer.script("/guide-api", [200], {"echo": True})
+    outcome = celery_app.send_task("tasks.call_external_api", (endpoint, {"q": 1})).get(timeout=30)
+    assert outcome["status_code"] == 200 and outcome["body"] == {"echo": True}
+    [hit] = http_peer.hits_for("/guide-api")
+    assert hit.method == "POST" and hit.body == {"q": 1}
+    # send_webhook(self, url, event_data)
+    url = http_peer.script("/guide-hook", [200])
+    delivered = celery_app.send_task("tasks.send_webhook", kwargs={"url": url, "event_data": {"event": "x"}})
+    assert delivered.get(timeout=30)["status"] == "delivered"
+    assert http_peer.hits_for("/guide-hook")[0].body == {"event": "x"}
 
 
 def test_import_csv_chunks_with_progress_and_row_errors(
