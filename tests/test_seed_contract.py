@@ -359,6 +359,21 @@ def test_cancel_an_unknown_id_is_404_and_revokes_nothing(api: ApiServer, celery_
     assert revoked and not any(task_id in ids for ids in revoked.values())
 
 
+def test_cancel_finds_a_task_sent_around_the_api_in_a_worker(api: ApiServer, celery_app: FleetCelery) -> None:
+    """No accepted record, no result yet: the worker holding it on its countdown makes it known."""
+    result = celery_app.send_task("tasks.add", (1, 1), countdown=5)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        scheduled = celery_app.control.inspect(timeout=1).scheduled() or {}
+        if any(entry["request"]["id"] == result.id for entries in scheduled.values() for entry in entries):
+            break
+    else:
+        raise AssertionError(f"no worker reported {result.id} as scheduled: {scheduled}")
+    response = cancel(api, result.id)
+    assert response.status_code == 202 and response.json()["was"] == "queued", response.text
+    assert api.wait_for_state(result.id, {"REVOKED", "SUCCESS"}, timeout=30)["state"] == "REVOKED"
+
+
 def test_cancel_refuses_to_terminate_a_thread(api: ApiServer, celery_app: FleetCelery) -> None:
     from celery.app.task import Context
 
