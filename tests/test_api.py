@@ -56,7 +56,7 @@ def test_send_email_is_accepted_and_reaches_success(api: ApiServer, smtp: SMTPPe
     assert body["queue"] == "email" and body["task"] == "tasks.send_email"
     status = api.wait_for_state(body["task_id"], {"SUCCESS", "FAILURE"})
     assert status["state"] == "SUCCESS", status
-    assert status["result"]["to"] == to and status["result"]["status"] == "sent"
+    assert status["result"]["to"] == to and status["result"]["status"] == "success"
     assert status["queue"] == "email" and status["worker"].startswith("email@") and status["known"]
     assert smtp.wait_for(to)[0]["Subject"] == "hi"
 

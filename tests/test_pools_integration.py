@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from fleet.celery_app import FleetCelery
@@ -12,13 +14,13 @@ pytestmark = pytest.mark.usefixtures("fleet_workers")
 
 
 #: task name -> (args, kwargs) that make it succeed against the run's loopback peers
-def _calls(http_peer: HTTPPeer) -> dict[str, tuple[tuple, dict]]:
+def _calls(http_peer: HTTPPeer, csv_file: Path) -> dict[str, tuple[tuple, dict]]:
     http_peer.script("/payments", [200], {"charged": True})
     http_peer.script("/sync", [200], [{"id": 1}, {"id": 2}])
     return {
         "tasks.send_email": (("routed@example.test", "hello", "body"), {}),
         "tasks.send_bulk_emails": ((["bulk-routed@example.test"], "hi", "body"), {}),
-        "tasks.process_data": ((7,), {"rows": 100}),
+        "tasks.process_data": ((7,), {"rows": 100, "step_delay": 0}),
         "tasks.generate_report": (("sales",), {"rows": 10}),
         "tasks.call_external_api": ((http_peer.script("/routed-api", [200]),), {}),
         "tasks.send_webhook": ((http_peer.script("/routed-hook", [200]), {"event": "x"}), {}),
@@ -33,11 +35,23 @@ def _calls(http_peer: HTTPPeer) -> dict[str, tuple[tuple, dict]]:
         "tasks.transform_data": (({"source_id": 3, "records": [{"id": 1, "value": 2.0}]},), {}),
         "tasks.save_data": (({"source_id": 3, "records": [], "total_cents": 0},), {}),
         "tasks.aggregate_results": (([{"source_id": 3, "records": 1, "invalid": 0, "total_cents": 5}],), {}),
+        "tasks.long_running_task": ((0,), {}),
+        "tasks.add": ((2, 3), {}),
+        "tasks.my_complex_task": ((), {}),
+        "tasks.import_csv": ((str(csv_file),), {}),
+        "tasks.idempotent_update": (("routed", 1), {}),
+        "tasks.focused_task": ((1,), {}),
+        "tasks.high_priority": (({"a": 1},), {}),
+        "tasks.low_priority": (({"a": 1},), {}),
+        "tasks.time_limited": (({"steps": 1},), {}),
+        "tasks.graceful_failure": (({"values": [1]},), {}),
     }
 
 
 def test_every_task_runs_on_its_routed_pool_only(celery_app: FleetCelery, http_peer: HTTPPeer) -> None:
-    calls = _calls(http_peer)
+    csv_file = celery_app.fleet_settings.var_dir / "routed.csv"
+    csv_file.write_text("id,name\n1,a\n")
+    calls = _calls(http_peer, csv_file)
     registered = {name for name in celery_app.tasks if name.startswith("tasks.")}
     assert registered == set(calls), "every registered task is exercised here"
     results = {name: celery_app.send_task(name, args, kwargs) for name, (args, kwargs) in calls.items()}

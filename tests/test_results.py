@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from fleet.api.accepted import open_accepted
+from fleet.settings import load_settings
 from tests.support.apps import app_for
 from tests.support.processes import start_worker
 
@@ -30,8 +32,9 @@ def postgres_url() -> Iterator[str]:
 def redis_url() -> Iterator[str]:
     yield "redis://127.0.0.1:6379/15"
     client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
-    for key in client.scan_iter("celery-task-meta-*"):
-        client.delete(key)
+    for pattern in ("celery-task-meta-*", "fleet-accepted:*"):
+        for key in client.scan_iter(pattern):
+            client.delete(key)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis", "postgres"])
@@ -50,3 +53,20 @@ def test_results_are_readable(backend: str, private_env: dict[str, str], log_dir
     shown = subprocess.run([CELERY, "-A", "fleet", "result", result.id], env=env, capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
     assert "'source_id': 9" in shown.stdout
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis", "postgres"])
+def test_accepted_ids_live_beside_the_results(backend: str, private_env: dict[str, str], request) -> None:
+    """What a cancel asks to tell a queued task from an unknown id, on every result backend."""
+    env = dict(private_env)
+    if backend != "sqlite":
+        env["CELERY_RESULT_BACKEND"] = request.getfixturevalue(f"{backend}_url")
+    settings = load_settings(env)
+    Path(settings.var_dir).mkdir(parents=True, exist_ok=True)
+    store = open_accepted(settings)
+    assert store is not None
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    store.record(ids)
+    store.record(ids[:1])  # recording again (a replayed answer) is harmless
+    assert all(store.known(task_id) for task_id in ids)
+    assert not store.known(str(uuid.uuid4()))

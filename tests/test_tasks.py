@@ -34,7 +34,7 @@ def watch(result: AsyncResult, timeout: float = 60) -> list[tuple[str, object]]:
 
 def test_send_email_delivers_over_smtp(celery_app: FleetCelery, smtp: SMTPPeer) -> None:
     result = celery_app.send_task("tasks.send_email", ("ada@example.test", "Welcome", "Hello Ada"))
-    assert result.get(timeout=30)["status"] == "sent"
+    assert result.get(timeout=30)["status"] == "success"
     [message] = smtp.wait_for("ada@example.test")
     assert message["Subject"] == "Welcome"
     assert message["Message-ID"] == f"<{result.id}@fleet>"
@@ -58,9 +58,9 @@ def test_process_data_reports_named_steps(celery_app: FleetCelery) -> None:
     result = celery_app.send_task("tasks.process_data", (42,), {"rows": 5000, "step_delay": 0.3})
     seen = watch(result)
     steps = [info["step"] for state, info in seen if state == "PROGRESS"]
-    assert len(set(steps)) >= 2 and set(steps) <= {"load", "clean", "analyze", "store"}, seen
+    assert len(set(steps)) >= 2 and set(steps) <= {"validating", "transforming", "analyzing", "saving"}, seen
     outcome = result.get(timeout=10)
-    assert outcome["status"] == "processed" and outcome["count"] > 4900
+    assert outcome["status"] == "completed" and outcome["steps_completed"] == 4 and outcome["count"] > 4900
 
 
 def test_backoff_windows_grow() -> None:

@@ -28,8 +28,8 @@ STATUS_TEXT = {
     202: "Accepted: RabbitMQ confirmed the message(s)",
     400: "Malformed JSON",
     401: "Missing or invalid bearer token",
-    404: "Unknown route or task",
-    409: "A request with this Idempotency-Key is still in progress",
+    404: "Unknown route, task or task id",
+    409: "A request with this Idempotency-Key is still in progress; or a thread-pool task cannot be terminated",
     413: "Body larger than FLEET_API_MAX_BODY_BYTES",
     415: "Content-Type is not application/json",
     422: "Invalid fields (named in details)",
@@ -46,6 +46,8 @@ class Operation:
     body: type[BaseModel] | None = None
     body_required: bool = True
     ok: int = 200
+    #: other success statuses answered with the same schema
+    also_ok: tuple[int, ...] = ()
     answer: type[BaseModel] | None = None
     errors: tuple[int, ...] = (401, 503)
     path_params: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -70,17 +72,29 @@ def _enqueue(path: str, summary: str, body: type[BaseModel], required: bool = Tr
     )
 
 
-def _by_task_id(method: str, path: str, summary: str, answer: type[BaseModel]) -> Operation:
+def _by_task_id(method: str, path: str, summary: str, answer: type[BaseModel], **more: Any) -> Operation:
     ok = 202 if method == "post" else 200
-    params = {"task_id": TASK_ID_SCHEMA}
+    more.setdefault("errors", (401, 404, 422, 503))
     return Operation(
-        method, path, summary, "status", ok=ok, answer=answer, errors=(401, 404, 422, 503), path_params=params
+        method, path, summary, "status", ok=ok, answer=answer, path_params={"task_id": TASK_ID_SCHEMA}, **more
     )
 
 
 OPERATIONS: tuple[Operation, ...] = (
     _enqueue("/api/tasks", "Enqueue any registered public task by name", s.TaskRequest),
-    _enqueue("/run-task", "Short form of POST /api/tasks", s.TaskRequest),
+    Operation(
+        "post",
+        "/run-task",
+        'Guide 000: {"duration": n} runs tasks.long_running_task (answers status "Task started"); '
+        '{"task": ...} is POST /api/tasks',
+        "enqueue",
+        body=s.AnyRunTaskRequest,
+        body_required=False,
+        ok=202,
+        answer=s.Accepted,
+        errors=(*JSON_ERRORS, 404),
+        idempotent=True,
+    ),
     Operation(
         "post",
         "/api/tasks/batch",
@@ -107,8 +121,19 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     _enqueue("/api/etl/parallel", "Run the ETL chain per source in parallel, then aggregate", s.ParallelEtlRequest),
     _by_task_id("get", "/api/task-status/{task_id}", "A task's state, progress, result or error", s.TaskStatus),
-    _by_task_id("get", "/task-status/{task_id}", "Short form of GET /api/task-status/{task_id}", s.TaskStatus),
-    _by_task_id("post", "/api/task-cancel/{task_id}", "Revoke: a task not started yet never runs", s.CancelAccepted),
+    _by_task_id(
+        "get", "/task-status/{task_id}", "Guide 000's shape: status is the state, result the value", s.RunTaskStatus
+    ),
+    _by_task_id(
+        "post",
+        "/api/task-cancel/{task_id}",
+        "Cancel: a queued task never runs; terminate stops a running one (prefork); 200 if already finished",
+        s.CancelAccepted,
+        also_ok=(200,),
+        body=s.CancelRequest,
+        body_required=False,
+        errors=(400, 401, 404, 409, 413, 415, 422, 503),
+    ),
     Operation(
         "get", "/api/monitoring/workers", "Workers with active, reserved, concurrency", "monitoring", answer=s.Workers
     ),
@@ -161,6 +186,8 @@ def _responses(op: Operation) -> dict[str, Any]:
     if op.ok == 202 and op.answer is s.Accepted:
         ok["headers"] = {"Location": {"description": "The status URL", "schema": {"type": "string"}}}
     responses: dict[str, Any] = {str(op.ok): ok}
+    for status in op.also_ok:
+        responses[str(status)] = {"description": STATUS_TEXT[status], "content": ok["content"]}
     for status in (*op.errors, 405):
         if status == 503 and op.answer in (s.MonitoringHealth, s.Health):
             content = {"application/json": {"schema": _ref(op.answer)}}

@@ -13,8 +13,21 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from annotated_types import Interval
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    StringConstraints,
+    model_validator,
+)
 
+from fleet.tasks.data import STEP_DELAY
+from fleet.tasks.email import DEFAULT_BODY, DEFAULT_SUBJECT
+from fleet.tasks.examples import DEFAULT_DURATION
 from fleet.tasks.reports import REPORT_TYPES
 from queues import WORK_QUEUES
 
@@ -55,6 +68,18 @@ Timestamp = Annotated[AwareDatetime, Field(strict=False)]
 TaskId = Annotated[str, StringConstraints(min_length=1, max_length=155)]
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    """For a field that is absent or a value, never null: its schema shows no ``default: null``."""
+    schema.pop("default", None)
+
+
+def _one_of(schema: dict[str, Any], *names: str) -> None:
+    """Exactly one of ``names`` is given; absent rather than null, so neither shows ``default: null``."""
+    schema["oneOf"] = [{"required": [name]} for name in names]
+    for name in names:
+        schema["properties"][name].pop("default", None)
+
+
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -84,27 +109,71 @@ class BatchRequest(Request):
     tasks: list[TaskRequest] = Field(min_length=1, description="At most FLEET_API_MAX_BATCH tasks.")
 
 
+class RunTaskRequest(Request):
+    """Guide 000's ``POST /run-task`` body: run ``tasks.long_running_task`` for ``duration`` seconds."""
+
+    duration: float = Field(
+        DEFAULT_DURATION, ge=0, description="Seconds the task takes; below the default pool's soft time limit."
+    )
+
+
+class AnyRunTaskRequest(RootModel[TaskRequest | RunTaskRequest]):
+    """``POST /run-task``: fleet's ``{"task", ...}``, or guide 000's ``{"duration"}`` (told apart by ``task``)."""
+
+
 class SendEmailRequest(Request):
-    to: Email
+    """The guide's ``recipient``; ``to`` is fleet's older name for it, accepted instead (never both)."""
+
+    model_config = ConfigDict(json_schema_extra=lambda schema: _one_of(schema, "recipient", "to"))
+
+    recipient: Email = Field(None, description="The guide's field (give this or to).")  # type: ignore[assignment]
+    to: Email = Field(None, description="Alias of recipient (give one of the two).")  # type: ignore[assignment]
     subject: Subject
     body: Text
+
+    @model_validator(mode="after")
+    def _one_recipient(self) -> SendEmailRequest:
+        if len({"recipient", "to"} & self.model_fields_set) != 1:
+            raise ValueError("give recipient (or its alias to), exactly one of them")
+        return self
+
+    @property
+    def address(self) -> str:
+        return self.recipient or self.to
 
 
 class SendBulkEmailsRequest(Request):
     recipients: list[Email] = Field(min_length=1, max_length=10_000)
-    subject: Subject
-    body: Text
+    subject: Subject = DEFAULT_SUBJECT
+    body: Text = DEFAULT_BODY
 
 
 class ProcessDataRequest(Request):
     rows: Integer = Field(10_000, ge=1, le=1_000_000)
-    step_delay: float = Field(0.0, ge=0, le=60, description="Seconds each step waits (stands in for I/O).")
+    step_delay: float = Field(STEP_DELAY, ge=0, le=60, description="Seconds each of the 4 steps waits (the guide's 1).")
+
+
+class ReportParameters(BaseModel):
+    """The guide's free-form ``parameters``; ``rows`` and ``seed`` shape the report, other keys are kept."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    rows: Integer = Field(
+        None, ge=1, le=1_000_000, description="Wins over the top-level rows.", json_schema_extra=_no_default
+    )  # type: ignore[assignment]
+    seed: SafeInt = Field(None, description="Wins over the top-level seed.", json_schema_extra=_no_default)  # type: ignore[assignment]
 
 
 class GenerateReportRequest(Request):
     report_type: ReportType
+    parameters: ReportParameters = Field(default_factory=ReportParameters)
     rows: Integer = Field(1000, ge=1, le=1_000_000)
     seed: SafeInt = 0
+
+    @property
+    def task_parameters(self) -> dict[str, Any]:
+        """``parameters`` as the task gets them: the top-level ``rows``/``seed`` unless parameters set them."""
+        return {"rows": self.rows, "seed": self.seed, **self.parameters.model_dump(mode="json", exclude_unset=True)}
 
 
 class EtlRequest(Request):
@@ -127,7 +196,10 @@ class Accepted(BaseModel):
     task: str
     queue: str
     status_url: str
-    status: Literal["queued"] = "queued"
+    status: Literal["queued", "Task started"] = Field(
+        "queued", description='"Task started" on guide 000\'s POST /run-task {"duration"}, else "queued".'
+    )
+    message: str | None = Field(None, description="The guide's words on its routes, e.g. 'Email queued for sending'.")
 
 
 class BatchAccepted(BaseModel):
@@ -152,12 +224,36 @@ class TaskStatus(BaseModel):
     progress: dict[str, Any] | None = None
     result: Any = None
     error: TaskError | None = None
-    date_done: datetime | None = None
+    date_done: datetime | None = Field(None, description="Set only once the task finished.")
+
+
+class RunTaskStatus(BaseModel):
+    """Guide 000's ``GET /task-status/<id>``: ``status`` is the state; fleet's fields follow."""
+
+    task_id: str
+    status: str = Field(description="The state: PENDING, STARTED, PROGRESS, SUCCESS, FAILURE, REVOKED, ...")
+    result: Any = Field(None, description="The return value once SUCCESS; the progress meta while PROGRESS.")
+    state: str
+    status_text: str = Field(description="The state in words.")
+    known: bool
+    task: str | None = None
+    queue: str | None = None
+    worker: str | None = None
+    retries: int | None = None
+    progress: dict[str, Any] | None = None
+    error: TaskError | None = None
+    date_done: datetime | None = Field(None, description="Set only once the task finished.")
+
+
+class CancelRequest(Request):
+    terminate: bool = Field(False, description="Also stop a running task (prefork pools: its process is signalled).")
 
 
 class CancelAccepted(BaseModel):
     task_id: str
-    state: str
+    state: str = Field(description="The state when the cancel arrived.")
+    was: Literal["queued", "running", "finished"]
+    terminate: bool = Field(description="Whether a running task's process is being terminated.")
     status: str
 
 

@@ -1,13 +1,20 @@
 """Serving the API under gunicorn: the command line ``fleet api`` runs, and gunicorn's hooks.
 
 gthread workers: a request mostly waits on RabbitMQ's confirm, so threads
-serve many at once. prometheus-client's multiprocess directory is wiped here,
+serve many at once. gunicorn answers a few errors itself, before Flask sees
+the request (a request line or a header over its limits, a malformed request):
+the limits are raised so that anything a client can reasonably send reaches
+Flask (which answers an over-long task id with a JSON 422), and what gunicorn
+still refuses is answered in the API's one JSON error shape, not an HTML page.
+
+prometheus-client's multiprocess directory is wiped here,
 before any worker starts (stale files would resurrect dead workers' counts),
 and a dead worker's files are merged by ``child_exit``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -16,6 +23,20 @@ from typing import Any
 from fleet.settings import Settings, load_settings
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable; set for gunicorn, never read here
+#: gunicorn's largest request line (its default is 4094); longer ones get the JSON 414 below.
+LIMIT_REQUEST_LINE = 8190
+#: bytes per header line (gunicorn's default 8190): room for long bearer tokens and trace headers.
+LIMIT_REQUEST_FIELD_SIZE = 16384
+#: gunicorn's status -> the API's stable error code (fleet.api.errors.HTTP_CODES for the rest).
+GUNICORN_CODES = {
+    400: "malformed_request",
+    403: "forbidden",
+    414: "request_line_too_long",
+    417: "expectation_failed",
+    431: "headers_too_large",
+    500: "internal_error",
+    501: "not_implemented",
+}
 
 
 def gunicorn_argv(settings: Settings) -> list[str]:
@@ -37,6 +58,10 @@ def gunicorn_argv(settings: Settings) -> list[str]:
         "30",
         "--graceful-timeout",
         "20",
+        "--limit-request-line",
+        str(LIMIT_REQUEST_LINE),
+        "--limit-request-field_size",
+        str(LIMIT_REQUEST_FIELD_SIZE),
         *access_log,
         # The control socket has one default path per user: several APIs on a host would fight over it.
         "--no-control-socket",
@@ -60,7 +85,33 @@ def exec_gunicorn(settings: Settings) -> None:
     os.execv(argv[0], argv)
 
 
+def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's ``util.write_error``, answering the API's Error shape instead of an HTML page."""
+    from gunicorn import util
+
+    body = json.dumps(
+        {
+            "error": GUNICORN_CODES.get(status_int, f"http_{status_int}"),
+            "message": f"{reason}: {mesg}" if mesg else reason,
+            "status": status_int,
+            "details": [],
+        }
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode("latin-1")
+    util.write_nonblock(sock, head + body)
+
+
 # -- gunicorn hooks (this module is also gunicorn's --config) ---------------------
+
+
+def on_starting(server: Any) -> None:
+    """In the master, before any worker forks: every worker inherits the JSON error writer."""
+    from gunicorn import util
+
+    util.write_error = write_json_error
 
 
 def child_exit(server: Any, worker: Any) -> None:

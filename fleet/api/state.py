@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 
 from flask import Flask, current_app
 
+from fleet.api.accepted import AcceptedIds, open_accepted
 from fleet.api.idempotency import IdempotencyStore, open_store
+from fleet.pools import POOLS, PoolSpec, env_overrides, with_overrides
 from fleet.publish import Publisher, publisher_for
 from fleet.settings import Settings
 
@@ -32,6 +34,17 @@ class ApiState:
     @cached_property
     def idempotency(self) -> IdempotencyStore:
         return open_store(self.settings)
+
+    @cached_property
+    def accepted(self) -> AcceptedIds | None:
+        return open_accepted(self.settings)
+
+    def pool_of(self, queue: str) -> PoolSpec | None:
+        """The pool spec consuming ``queue``, with this deployment's FLEET_POOL_* overrides."""
+        for spec in POOLS.values():
+            if queue in spec.queues:
+                return with_overrides(spec, env_overrides(spec, self.settings.pool_env))
+        return None
 
     @cached_property
     def public_tasks(self) -> frozenset[str]:

@@ -13,4 +13,7 @@ TASK_MODULES: tuple[str, ...] = (
     "fleet.tasks.reliable",
     "fleet.tasks.scheduled",
     "fleet.tasks.workflows",
+    "fleet.tasks.examples",
+    "fleet.tasks.imports",
+    "fleet.tasks.practices",
 )

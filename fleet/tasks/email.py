@@ -18,6 +18,9 @@ from fleet.settings import Settings
 #: SMTP failures worth retrying: the server or the network may recover.
 TRANSIENT_SMTP_ERRORS = (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, ConnectionError, TimeoutError)
 FANOUT_CHUNK = 100
+#: What the guide's bulk route sends when the caller gives no subject or body.
+DEFAULT_SUBJECT = "No Subject"
+DEFAULT_BODY = ""
 
 
 class SMTPUnreachable(ConnectionError):
@@ -44,8 +47,8 @@ def _deliver(settings: Settings, message: EmailMessage) -> None:
 
 
 @shared_task(bind=True, name="tasks.send_email", max_retries=5)
-def send_email(self: Task, to: str, subject: str, body: str) -> dict[str, Any]:
-    """Send one plain-text email.
+def send_email(self: Task, recipient: str, subject: str, body: str) -> dict[str, Any]:
+    """Send one plain-text email (the guide's signature: ``recipient, subject, body``).
 
     The Message-ID is derived from the task id, so a redelivered task (late
     acks are at-least-once) produces a duplicate a mail system can recognise.
@@ -53,7 +56,7 @@ def send_email(self: Task, to: str, subject: str, body: str) -> dict[str, Any]:
     settings: Settings = self.app.fleet_settings
     message = EmailMessage()
     message["From"] = settings.mail_from
-    message["To"] = to
+    message["To"] = recipient
     message["Subject"] = subject
     message["Message-ID"] = f"<{self.request.id}@fleet>"
     message.set_content(body)
@@ -65,17 +68,28 @@ def send_email(self: Task, to: str, subject: str, body: str) -> dict[str, Any]:
         raise
     except TRANSIENT_SMTP_ERRORS as exc:
         raise retry_later(self, exc) from exc
-    return {"status": "sent", "to": to, "message_id": message["Message-ID"]}
+    # The guide's result, plus ``to`` (fleet's earlier name for the recipient) and the Message-ID.
+    return {
+        "status": "success",
+        "recipient": recipient,
+        "subject": subject,
+        "to": recipient,
+        "message_id": message["Message-ID"],
+    }
 
 
 @shared_task(bind=True, name="tasks.send_bulk_emails")
-def send_bulk_emails(self: Task, recipients: list[str], subject: str, body: str) -> dict[str, Any]:
+def send_bulk_emails(
+    self: Task, recipients: list[str], subject: str = DEFAULT_SUBJECT, body: str = DEFAULT_BODY
+) -> dict[str, Any]:
     """Fan out one ``send_email`` per recipient, reporting PROGRESS per chunk.
 
     Each chunk is published with pipelined confirms; progress counts messages
     RabbitMQ has confirmed, so a crash mid-way never overstates what was queued.
     The emails' task ids derive from this task's, so a run again (retry,
     redelivery, replay) republishes the same ids and each email is sent once.
+    ``sent`` counts queued sends (as the guide's does); each one's delivery is
+    its own task in ``task_ids``.
     """
     total = len(recipients)
     task_ids: list[str] = []
@@ -85,4 +99,4 @@ def send_bulk_emails(self: Task, recipients: list[str], subject: str, body: str)
         calls = [("tasks.send_email", (to, subject, body), {}, {"task_id": next(ids)}) for to in chunk]
         task_ids += publish_many(self.app, calls)
         report_progress(self, len(task_ids), total)
-    return {"status": "queued", "total": total, "task_ids": task_ids}
+    return {"status": "completed", "total": total, "sent": len(task_ids), "failed": [], "task_ids": task_ids}

@@ -15,25 +15,26 @@ CURRENCIES = frozenset({"USD", "EUR", "GBP", "JPY", "CHF", "CAD", "AUD"})
 
 
 @shared_task(bind=True, name="tasks.call_external_api", max_retries=5)
-def call_external_api(self: Task, url: str, method: str = "GET", payload: Any = None) -> dict[str, Any]:
-    """Call an HTTP API; transient failures retry with exponential backoff and jitter
-    (at most 5 retries), a 4xx fails at once."""
+def call_external_api(self: Task, endpoint: str, payload: Any = None, method: str | None = None) -> dict[str, Any]:
+    """Call an HTTP API (the guide's ``endpoint, payload``: POSTed as JSON; no payload: GET);
+    transient failures retry with exponential backoff and jitter (at most 5 retries), a 4xx fails at once."""
     settings: Settings = self.app.fleet_settings
+    method = method or ("GET" if payload is None else "POST")
     try:
-        status, body = request_json(method, url, settings.http_timeout, json=payload)
+        status, body = request_json(method, endpoint, settings.http_timeout, json=payload)
     except TransientHTTPError as exc:
         raise retry_later(self, exc) from exc
     return {"status_code": status, "body": body, "attempts": self.request.retries + 1}
 
 
 @shared_task(bind=True, name="tasks.send_webhook", max_retries=3)
-def send_webhook(self: Task, url: str, payload: Any) -> dict[str, Any]:
-    """POST ``payload`` to ``url``, retrying by hand; after the last retry it returns
+def send_webhook(self: Task, url: str, event_data: Any) -> dict[str, Any]:
+    """POST ``event_data`` to ``url``, retrying by hand; after the last retry it returns
     ``{"status": "failed", ...}`` instead of raising, so callers see one outcome shape."""
     settings: Settings = self.app.fleet_settings
     attempts = self.request.retries + 1
     try:
-        status, _ = request_json("POST", url, settings.http_timeout, json=payload)
+        status, _ = request_json("POST", url, settings.http_timeout, json=event_data)
     except TransientHTTPError as exc:
         if self.request.retries < self.max_retries:
             raise retry_later(self, exc) from exc

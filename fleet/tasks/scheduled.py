@@ -43,8 +43,11 @@ def sync_external_data(self: Task) -> dict[str, Any]:
 
 
 @shared_task(bind=True, name="tasks.generate_daily_report")
-def generate_daily_report(self: Task) -> dict[str, Any]:
-    return dated_report(self.app.fleet_settings, "daily", _today() - dt.timedelta(days=1))
+def generate_daily_report(self: Task, report_type: str = "daily_summary") -> dict[str, Any]:
+    """Yesterday's report; ``report_type`` is the guide's schedule kwarg, a label kept in the result."""
+    day = _today() - dt.timedelta(days=1)
+    written = dated_report(self.app.fleet_settings, "daily", day)
+    return {**written, "report_type": report_type, "report_date": day.isoformat(), "status": "generated"}
 
 
 @shared_task(bind=True, name="tasks.generate_monthly_report")

@@ -46,7 +46,7 @@ class ApiServer:
             try:
                 if requests.get(self.url("/healthz"), timeout=2).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still booting
                 pass
             if self.process.proc is not None and self.process.proc.poll() is not None:
                 break

@@ -1,0 +1,156 @@
+"""The ids the API accepted, so a cancel can tell a queued task from an id nobody sent.
+
+Celery answers PENDING both for a task still waiting in RabbitMQ and for an id
+that never existed; a worker writes the first result row only when it starts
+the task. The API therefore remembers every id it answered 202 for, next to
+the results (one small table in the SQL result database, or Redis keys with a
+TTL), for the results' retention (``FLEET_RESULT_EXPIRES``). Ids published
+around the API (``celery call``, ``send_task``) are not here; a worker holding
+one still makes it known. Remembering is best effort: a failure is logged and
+the 202 stands, because the task was accepted either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from functools import wraps
+from typing import Any, Protocol
+
+from flask import Response
+from sqlalchemy import Column, Engine, Float, MetaData, String, Table, create_engine, delete, event, select
+
+from fleet.settings import Settings
+
+logger = logging.getLogger("fleet.api")
+TABLE = "fleet_accepted_tasks"
+REDIS_PREFIX = "fleet-accepted:"
+#: Expired rows are swept every this many records a process writes (indexed, so cheap).
+SWEEP_EVERY = 500
+
+
+class AcceptedIds(Protocol):
+    def record(self, task_ids: Iterable[str]) -> None:
+        """Remember ``task_ids`` for the retention window."""
+
+    def known(self, task_id: str) -> bool:
+        """Whether the API accepted ``task_id`` within the retention window."""
+
+
+def _sqlite_normal_sync(connection: Any, _record: Any) -> None:
+    """WAL with synchronous=NORMAL: a commit is not an fsync (about 5 ms less per request here);
+    a crash of the process loses nothing, a power cut may lose the last records (best effort)."""
+    connection.execute("PRAGMA synchronous=NORMAL")
+
+
+class SQLAcceptedIds:
+    """Ids in a table of the SQL result database (SQLite by default, PostgreSQL too)."""
+
+    def __init__(self, url: str, retention: float) -> None:
+        self.url = url
+        self.retention = retention
+        self.table = Table(
+            TABLE,
+            MetaData(),
+            Column("task_id", String(155), primary_key=True),
+            Column("expires_at", Float, nullable=False, index=True),
+        )
+        self._engine: Engine | None = None
+        self._pid = 0
+        self._written = 0
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        """One engine per process (a forked gunicorn worker must not share its parent's)."""
+        with self._lock:
+            if self._engine is None or self._pid != os.getpid():
+                sqlite = self.url.startswith("sqlite")
+                args = {"timeout": 30} if sqlite else {}
+                self._engine = create_engine(self.url, connect_args=args, pool_pre_ping=not sqlite)
+                if sqlite:
+                    event.listen(self._engine, "connect", _sqlite_normal_sync)
+                self.table.metadata.create_all(self._engine, checkfirst=True)
+                self._pid = os.getpid()
+            return self._engine
+
+    def record(self, task_ids: Iterable[str]) -> None:
+        expires = time.time() + self.retention
+        rows = [{"task_id": task_id, "expires_at": expires} for task_id in task_ids]
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        with self.engine.begin() as connection:
+            connection.execute(insert(self.table).on_conflict_do_nothing(index_elements=["task_id"]), rows)
+            self._written += len(rows)
+            if self._written >= SWEEP_EVERY:
+                self._written = 0
+                connection.execute(delete(self.table).where(self.table.c.expires_at < time.time()))
+
+    def known(self, task_id: str) -> bool:
+        query = select(self.table.c.task_id).where(
+            self.table.c.task_id == task_id, self.table.c.expires_at >= time.time()
+        )
+        with self.engine.connect() as connection:
+            return connection.execute(query).first() is not None
+
+
+class RedisAcceptedIds:
+    """Ids as Redis keys that expire with the results."""
+
+    def __init__(self, url: str, retention: float) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self.retention = int(retention)
+
+    def record(self, task_ids: Iterable[str]) -> None:
+        pipeline = self.client.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipeline.set(REDIS_PREFIX + task_id, b"1", ex=self.retention)
+        pipeline.execute()
+
+    def known(self, task_id: str) -> bool:
+        return bool(self.client.exists(REDIS_PREFIX + task_id))
+
+
+def open_accepted(settings: Settings) -> AcceptedIds | None:
+    """The record next to the configured result backend; None for a backend without one (e.g. rpc://)."""
+    url = settings.results_url
+    if url.startswith(("redis://", "rediss://")):
+        return RedisAcceptedIds(url, float(settings.result_expires))
+    if url.startswith("db+"):
+        return SQLAcceptedIds(url.removeprefix("db+"), float(settings.result_expires))
+    return None
+
+
+def accepted_ids(body: Any) -> list[str]:
+    """The task ids of a 202 body: one task, or a batch's ``tasks``."""
+    if not isinstance(body, dict):
+        return []
+    if "task_id" in body:
+        return [body["task_id"]]
+    return [item["task_id"] for item in body.get("tasks", []) if isinstance(item, dict) and "task_id" in item]
+
+
+def remembered(view: Callable[..., Response]) -> Callable[..., Response]:
+    """Record the ids of every 202 ``view`` answers (a replayed answer's too: recording is idempotent)."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Response:
+        from fleet.api.state import api_state
+
+        response = view(*args, **kwargs)
+        store = api_state().accepted
+        if response.status_code == 202 and store is not None:
+            try:
+                store.record(accepted_ids(response.get_json()))
+            except Exception:  # noqa: BLE001 - the task is accepted either way; cancel falls back to the workers
+                logger.warning("could not record accepted task ids", exc_info=True)
+        return response
+
+    return wrapper
