@@ -17,7 +17,7 @@ logger = logging.getLogger("fleet.topology")
 
 TASK_EXCHANGE = Exchange("fleet", type="direct", durable=True, delivery_mode="persistent")
 DEAD_LETTER_EXCHANGE = Exchange("fleet.dlx", type="direct", durable=True, delivery_mode="persistent")
-#: Far-future ETA tasks wait here instead of unacked in a worker (see fleet.parking).
+#: Far-future ETA tasks wait here instead of unacked in a worker (see fleet.worker.parking).
 DELAY_EXCHANGE = Exchange("fleet.delay", type="headers", durable=True, delivery_mode="persistent")
 DELAY_HEADER = "fleet-delay"
 #: Delay queue TTLs in seconds, 4x apart: a message parks in the longest one not

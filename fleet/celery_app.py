@@ -17,11 +17,11 @@ from celery import signals as celery_signals
 from flask import Flask
 
 from fleet.canvas import captured_producer
-from fleet.consumer import DeclareTopology
 from fleet.failover import RECONNECT
 from fleet.schedule import beat_schedule
 from fleet.settings import Settings, load_settings
 from fleet.tasks import TASK_MODULES
+from fleet.worker.consumer import DeclareTopology
 from queues import DEFAULT_QUEUE, TASK_EXCHANGE, work_queues
 from routing import Router
 
@@ -30,12 +30,12 @@ class FlaskTask(Task):
     """Runs every task inside the Flask application context (the Celery+Flask pattern),
     so tasks can use the same Flask extensions and config as the front end."""
 
-    #: parks far-future ETA messages in RabbitMQ instead of holding them (fleet.parking)
-    Strategy = "fleet.parking:strategy"
-    #: dead-letters tasks killed by their hard time limit (fleet.consumer), counts what only
-    #: the worker's main process sees: hard time limits, lost pool children (fleet.metrics.request),
-    #: and never runs a task id twice (fleet.dedup)
-    Request = "fleet.dedup:OnceRequest"
+    #: parks far-future ETA messages in RabbitMQ instead of holding them (fleet.worker.parking)
+    Strategy = "fleet.worker.parking:strategy"
+    #: dead-letters tasks killed by their hard time limit (fleet.worker.consumer), counts what only
+    #: the worker's main process sees: hard time limits, lost pool children (fleet.worker.request),
+    #: and never runs a task id twice (fleet.worker.dedup)
+    Request = "fleet.worker.dedup:OnceRequest"
     #: countdown of the retry published when a task's process died (task_retry_on_worker_lost)
     default_retry_delay = 1
 
@@ -141,16 +141,16 @@ def create_celery(settings: Settings | None = None) -> FleetCelery:
     app = FleetCelery(settings)
     app.config_from_object(celery_config(settings, registered=lambda: app.tasks))
     app.steps["consumer"].add(DeclareTopology)
-    app.steps["consumer"].add("fleet.health:Heartbeat")  # liveness/readiness files for probes
+    app.steps["consumer"].add("fleet.worker.health:Heartbeat")  # liveness/readiness files for probes
     app.set_current()
     app.set_default()
     # Import the task modules now so the router knows every registered name when
     # publishing, not only inside a worker.
     app.loader.import_default_modules()
-    from fleet import signals
     from fleet.metrics import setup as metrics
+    from fleet.worker import tasklog
 
-    signals.connect()
+    tasklog.connect()
     celery_signals.worker_init.connect(build_flask_app, dispatch_uid="fleet.flask_app", weak=False)
     if settings.metrics_enabled:
         metrics.connect(app)

@@ -39,11 +39,11 @@ def main() -> None:
 @click.option("--pool-kind", default=None, help="Override the pool kind (prefork or threads).")
 def worker(pool: str, index: int | None, pool_kind: str | None, **flags: str | None) -> None:
     """Start the worker for POOL with its tuned spec (fleet.pools)."""
-    from fleet.shutdown import term_starts_soft_shutdown
+    from fleet.worker.shutdown import term_starts_soft_shutdown
 
     term_starts_soft_shutdown()  # before Celery is imported
     from fleet.metrics import setup as metrics
-    from fleet.worker import node_name, resolve_pool, run_worker
+    from fleet.worker.run import node_name, resolve_pool, run_worker
 
     settings = _settings()
     try:
@@ -102,7 +102,7 @@ def pools(markdown: bool, write_readme: Path | None) -> None:
 @click.option("--max-age", type=float, default=None, help="Seconds after which a heartbeat is stale.")
 def health(probe: str | None, node: str | None, max_age: float | None) -> None:
     """Probe a worker from its health files (no Celery app, no broker: safe as a Kubernetes probe)."""
-    from fleet.health import DEFAULT_MAX_AGE, check, health_dir
+    from fleet.worker.health import DEFAULT_MAX_AGE, check, health_dir
 
     if probe is None:
         raise click.UsageError("choose --liveness or --readiness")
@@ -228,7 +228,7 @@ def status(as_json: bool, timeout: float) -> None:
     import json
 
     from fleet.celery_app import create_celery
-    from fleet.metrics.status import fleet_status, render
+    from fleet.metrics.fleet_status import fleet_status, render
 
     facts = fleet_status(create_celery(_settings()), timeout)
     click.echo(json.dumps(facts, indent=2) if as_json else render(facts), nl=as_json)

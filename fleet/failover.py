@@ -14,7 +14,7 @@ Celery worker, and both are fixed here:
   retrying a dead one (about 18 s with the first node dead) before the worker
   consumes. fleet never uses it: Celery routes countdowns through it only for
   non-direct exchanges (fleet's is direct), and far-future ETAs park in
-  ``fleet.delay.*`` queues (fleet.parking). :class:`Consumer` leaves that bootstep out.
+  ``fleet.delay.*`` queues (fleet.worker.parking). :class:`Consumer` leaves that bootstep out.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 from celery.app.amqp import AMQP
 from kombu import Connection
 
-from fleet.consumer import FleetConsumer
+from fleet.worker.consumer import FleetConsumer
 
 #: Seconds between full rounds of the failover list while no node answers: the
 #: first retry after 0.2 s, then +0.3 s per round up to 1 s, so a worker consumes

@@ -177,7 +177,7 @@ def derived_ids(seed: str) -> Iterator[str]:
 
     Whatever publishes again after an unknown outcome (a client retrying with
     its Idempotency-Key, a fan-out task run again) then republishes the same
-    ids, and the worker runs each id once (fleet.dedup).
+    ids, and the worker runs each id once (fleet.worker.dedup).
     """
     n = 0
     while True:

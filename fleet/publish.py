@@ -16,7 +16,7 @@ RabbitMQ would hold a caller for as long as it lasts. Here:
 - **An honest outcome.** :class:`PublishError` says whether anything was
   written to the broker (``unknown``): if a message was written and not
   confirmed, RabbitMQ may still queue it, so the only safe retry republishes
-  the same task id (the worker runs an id at most once, :mod:`fleet.dedup`).
+  the same task id (the worker runs an id at most once, :mod:`fleet.worker.dedup`).
 - **Failover.** ``CELERY_BROKER_URL`` may list alternates (``amqp://a//;amqp://b//``).
   Nodes are tried in order, each attempt bounded by its share of what is left
   of the deadline, starting from the node that answered last, so a dead node

@@ -13,7 +13,7 @@ from kombu import Exchange, Producer
 
 from fleet.publish import Publisher
 
-#: header ``fleet dlq replay`` adds: the worker runs a replayed id again unless it succeeded (fleet.dedup)
+#: header ``fleet dlq replay`` adds: the worker runs a replayed id again unless it succeeded (fleet.worker.dedup)
 REPLAY_HEADER = "fleet_replay"
 
 

@@ -1,4 +1,4 @@
-"""The worker runs a task id at most once, and still runs Celery's retries and DLQ replays (fleet.dedup)."""
+"""The worker runs a task id at most once, and still runs Celery's retries and DLQ replays (fleet.worker.dedup)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.health import NodeFiles, check, health_dir
+from fleet.worker.health import NodeFiles, check, health_dir
 from tests.support.peers import free_port
 from tests.support.processes import FLEET, FleetProcess, start_worker
 

@@ -17,7 +17,7 @@ import requests
 
 from fleet.celery_app import FleetCelery
 from fleet.pools import get_pool
-from fleet.worker import node_name
+from fleet.worker.run import node_name
 from tests.support.apps import app_for
 from tests.support.metrics import private_fleet, wait_for_scrape
 from tests.support.peers import HTTPPeer, SMTPPeer, free_port

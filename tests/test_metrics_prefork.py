@@ -17,7 +17,7 @@ from fleet.celery_app import FleetCelery
 from fleet.metrics.setup import node_directory
 from fleet.pools import get_pool, metrics_port
 from fleet.settings import load_settings
-from fleet.worker import node_name
+from fleet.worker.run import node_name
 from tests.support.apps import app_for
 from tests.support.metrics import Scrape, private_fleet, wait_for_scrape
 from tests.support.peers import HTTPPeer

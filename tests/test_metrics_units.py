@@ -12,10 +12,10 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from fleet.metrics import archive
+from fleet.metrics.fleet_status import pool_of
 from fleet.metrics.labels import OTHER, Labeler
 from fleet.metrics.prometheus import scrape_config, worker_targets
 from fleet.metrics.setup import MetricsSetupError, prepare_directory
-from fleet.metrics.status import pool_of
 from fleet.settings import ROOT
 
 pytestmark = pytest.mark.pure  # the fast tier: no service needed

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.health import expected_replies, health_dir
+from fleet.worker.health import expected_replies, health_dir
 from tests.support.api import ApiServer
 from tests.support.processes import FLEET, FleetProcess, start_workers
 

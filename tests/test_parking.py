@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fleet.parking import park_for
+from fleet.worker.parking import park_for
 from tests.support.apps import app_for
 from tests.support.processes import start_worker
 

@@ -1,4 +1,4 @@
-"""The protocol-2 check (fleet.protocol) as pure logic: the corpus is classified as recorded,
+"""The protocol-2 check (fleet.worker.protocol) as pure logic: the corpus is classified as recorded,
 and whatever the check lets through, Celery's own Request and strategy steps accept."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from kombu.asynchronous.timer import to_timestamp
 from kombu.message import Message
 
 from fleet.celery_app import FleetCelery
-from fleet.parking import _seconds_until
-from fleet.protocol import REASONS, check_message
+from fleet.worker.parking import _seconds_until
+from fleet.worker.protocol import REASONS, check_message
 from tests.support.hostile import Hostile, corpus, from_corpus
 from tests.support.hostile_fuzz import hostile_messages
 
@@ -43,7 +43,7 @@ def _as_celery_would(app: FleetCelery, message: Message) -> None:
     hard, soft = request.time_limits  # Request.execute_using_pool
     if request.eta:
         to_timestamp(timezone.to_system(request.eta))
-        _seconds_until(message.headers["eta"])  # fleet.parking
+        _seconds_until(message.headers["eta"])  # fleet.worker.parking
     if request.expires:
         request.maybe_expire()
     assert request.id in {request.id}  # the revoked set

@@ -164,7 +164,7 @@ def test_supervisor_pool_programs_follow_the_spec(programs: dict[str, list], spe
         f"{home}/.venv/bin/fleet worker {spec.name} --index {i}" for i in range(spec.replicas)
     ], "a unique node name (and metrics port) per process"
     for process in processes:
-        assert process.stopsignal == 15, "TERM starts Celery's soft shutdown (fleet.shutdown)"
+        assert process.stopsignal == 15, "TERM starts Celery's soft shutdown (fleet.worker.shutdown)"
         # derived from the soft shutdown, not the hard limit: a rollout does not wait 10 minutes
         assert process.stopwaitsecs == spec.soft_shutdown_timeout + render.VALUES["stop_margin_s"]
         assert process.stopwaitsecs < spec.time_limit

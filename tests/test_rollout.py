@@ -1,5 +1,5 @@
 """A rollout or a scale-in stops a worker with TERM: the stop is bounded by the pool's soft
-shutdown (fleet.shutdown), not its hard time limit, and the tasks it cancels run elsewhere."""
+shutdown (fleet.worker.shutdown), not its hard time limit, and the tasks it cancels run elsewhere."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from fleet.celery_app import FleetCelery
 from fleet.pools import PoolError, get_pool, with_overrides
 from fleet.publish import publish_many
 from fleet.settings import load_settings
-from fleet.worker import resolve_pool
+from fleet.worker.run import resolve_pool
 from tests.support.ledger import Ledger
 from tests.support.processes import start_worker
 

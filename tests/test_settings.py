@@ -6,7 +6,7 @@ import pytest
 
 from fleet.pools import POOLS, PoolError
 from fleet.settings import SettingsError, load_settings
-from fleet.worker import resolve_pool, worker_argv
+from fleet.worker.run import resolve_pool, worker_argv
 
 pytestmark = pytest.mark.pure  # the fast tier: no service needed
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from fleet.celery_app import FleetCelery
-from fleet.health import NodeFiles, health_dir
 from fleet.pools import POOLS
+from fleet.worker.health import NodeFiles, health_dir
 from queues import dlq_name
 from tests.support.apps import app_for
 from tests.support.broker import Vhost, queue_depth

@@ -8,7 +8,7 @@ queue, and the answer is 202 only after RabbitMQ acked every message, 503 +
 whether nothing was accepted (``"outcome": "none"``) or the outcome is unknown
 (``"unknown"``: written, never confirmed). With an ``Idempotency-Key`` the task
 ids derive from the key and the request, so a retry republishes the same ids
-and the worker runs each once (:mod:`fleet.dedup`).
+and the worker runs each once (:mod:`fleet.worker.dedup`).
 """
 
 from __future__ import annotations

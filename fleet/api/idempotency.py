@@ -17,7 +17,7 @@ reservation is released, so the client's retry publishes again; if the API dies
 between publishing and completing, the lease runs out and a retry publishes
 again. Either way the retry carries the *same* task ids: they are derived from
 the key and the request (:func:`task_ids`), fixed from the first attempt, and
-the worker runs a task id at most once (fleet.dedup). A client that retries
+the worker runs a task id at most once (fleet.worker.dedup). A client that retries
 until 202 gets exactly one run.
 """
 

@@ -20,8 +20,8 @@ from fleet.api.auth import open_route
 from fleet.api.errors import RETRY_AFTER, ApiError, unavailable
 from fleet.api.schemas import MonitoringHealth, QueueInfo, Queues, WorkerInfo, Workers
 from fleet.api.state import ApiState, api_state
-from fleet.health import expected_replies
 from fleet.publish import BrokerUnavailable
+from fleet.worker.health import expected_replies
 from queues import WORK_QUEUES, dlq_name
 
 bp = Blueprint("monitoring", __name__)
@@ -33,7 +33,7 @@ def _consumers(producer: Producer, timeout: float) -> int:
 
 
 def _expected(state: ApiState) -> int | None:
-    """How many workers will answer (see fleet.health.expected_replies); None when unknown."""
+    """How many workers will answer (see fleet.worker.health.expected_replies); None when unknown."""
     try:
         consumers = state.publisher.run(_consumers)
     except BrokerUnavailable as exc:

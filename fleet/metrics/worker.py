@@ -18,7 +18,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from fleet.metrics.labels import OTHER, Labeler
 from fleet.metrics.stamp import PUBLISHED_AT_HEADER
-from fleet.protocol import REASONS as REJECT_REASONS
+from fleet.worker.protocol import REASONS as REJECT_REASONS
 
 TASK = ("queue", "task")
 RUNTIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)

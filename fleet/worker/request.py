@@ -16,7 +16,7 @@ from typing import Any
 from billiard.einfo import ExceptionWithTraceback
 from billiard.exceptions import WorkerLostError
 
-from fleet.consumer import FleetRequest
+from fleet.worker.consumer import FleetRequest
 
 
 class MeteredRequest(FleetRequest):

@@ -122,7 +122,7 @@ class Heartbeat(bootsteps.StartStopStep):
         self._loop_beats = threading.Event()  # set while the event loop touches the file
         self._done = threading.Event()
         self._timer_entry: Any = None
-        uid = f"fleet.health:{self.node}"
+        uid = f"fleet.worker.health:{self.node}"
         signals.worker_ready.connect(self._on_ready, weak=False, dispatch_uid=uid)
         signals.worker_shutting_down.connect(self._on_shutting_down, weak=False, dispatch_uid=uid)
         threading.Thread(target=self._beat_while_disconnected, name="fleet-heartbeat", daemon=True).start()

@@ -43,8 +43,8 @@ from typing import Any
 from celery import states
 from celery.worker import state as worker_state
 
-from fleet.metrics.request import MeteredRequest
 from fleet.republish import REPLAY_HEADER
+from fleet.worker.request import MeteredRequest
 
 logger = logging.getLogger("fleet.dedup")
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from celery import Celery
 
-from fleet.health import expected_replies
 from fleet.metrics.queues import QueueDepth, read_depths
 from fleet.pools import POOLS
+from fleet.worker.health import expected_replies
 
 
 @dataclass(frozen=True)

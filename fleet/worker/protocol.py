@@ -6,7 +6,7 @@ type raises from deep inside its strategy or ``Request`` (``KeyError: 'id'``,
 it, the consumer's blueprint stops and the worker exits; the message goes back
 to the queue and kills the next worker too. So every message is checked here
 against Celery's protocol 2 (``celery.app.amqp.as_task_v2``, JSON only) first,
-and one that does not fit is dead-lettered with the reason (fleet.consumer).
+and one that does not fit is dead-lettered with the reason (fleet.worker.consumer).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _count(value: Any) -> bool:
 
 
 def _moment(value: Any) -> bool:
-    """An ISO 8601 string Celery and fleet.parking can parse and turn into a timestamp.
+    """An ISO 8601 string Celery and fleet.worker.parking can parse and turn into a timestamp.
 
     Not empty: Celery's ``Request`` parses "" to None, then fails making it aware.
     """

@@ -64,7 +64,7 @@ def run_worker(app: FleetCelery, spec: PoolSpec, node: str) -> int:
     exit code 1) looked like a clean stop to supervisor and Kubernetes.
     """
     app.conf.task_acks_late = spec.acks_late
-    # TERM starts the soft shutdown (fleet.shutdown). Not on idle: a worker running nothing
+    # TERM starts the soft shutdown (fleet.worker.shutdown). Not on idle: a worker running nothing
     # has nothing to wait for, its prefetched messages go back when its connection closes.
     app.conf.worker_soft_shutdown_timeout = spec.soft_shutdown_timeout
     app.conf.worker_enable_soft_shutdown_on_idle = False

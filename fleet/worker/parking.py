@@ -38,7 +38,7 @@ def park_for(remaining: float, hold_limit: float) -> int | None:
 
 
 def _seconds_until(eta: str) -> float:
-    due = maybe_iso8601(eta)  # Celery's parser, the one fleet.protocol checked the header with
+    due = maybe_iso8601(eta)  # Celery's parser, the one fleet.worker.protocol checked the header with
     if due.tzinfo is None:
         due = due.replace(tzinfo=UTC)
     return (due - datetime.now(UTC)).total_seconds()

@@ -15,7 +15,7 @@ from celery.worker.consumer import Consumer
 from celery.worker.request import Request
 from vine import promise
 
-from fleet.protocol import MessageRejected, check_message
+from fleet.worker.protocol import MessageRejected, check_message
 from queues import declare_topology
 
 logger = logging.getLogger("fleet.consumer")
@@ -38,7 +38,7 @@ class DeclareTopology(bootsteps.StartStopStep):
 class FleetConsumer(Consumer):
     """Celery's consumer, made to survive any message.
 
-    Every message is checked against the protocol-2 shape (fleet.protocol) before
+    Every message is checked against the protocol-2 shape (fleet.worker.protocol) before
     Celery's strategy sees it, and whatever still raises while handling one message
     dead-letters that message: an exception escaping the handler would stop the
     consumer's blueprint, i.e. the whole worker ("Unrecoverable error"), and the
