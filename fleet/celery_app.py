@@ -21,7 +21,7 @@ from fleet.failover import RECONNECT
 from fleet.schedule import beat_schedule
 from fleet.settings import Settings, load_settings
 from fleet.tasks import TASK_MODULES
-from fleet.worker.consumer import DeclareTopology
+from fleet.worker.topology import DeclareTopology
 from queues import DEFAULT_QUEUE, TASK_EXCHANGE, work_queues
 from routing import Router
 
@@ -32,10 +32,9 @@ class FlaskTask(Task):
 
     #: parks far-future ETA messages in RabbitMQ instead of holding them (fleet.worker.parking)
     Strategy = "fleet.worker.parking:strategy"
-    #: dead-letters tasks killed by their hard time limit (fleet.worker.consumer), counts what only
-    #: the worker's main process sees: hard time limits, lost pool children (fleet.worker.request),
-    #: and never runs a task id twice (fleet.worker.dedup)
-    Request = "fleet.worker.dedup:OnceRequest"
+    #: dead-letters tasks killed by their hard time limit, counts what only the worker's main
+    #: process sees and never runs a task id twice: the chain is in fleet.worker.request
+    Request = "fleet.worker.request:OnceRequest"
     #: countdown of the retry published when a task's process died (task_retry_on_worker_lost)
     default_retry_delay = 1
 
@@ -113,7 +112,7 @@ def celery_config(settings: Settings, registered: Callable[[], Container[str]]) 
         "task_track_started": True,
         "worker_prefetch_multiplier": 1,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "worker_consumer": "fleet.failover:Consumer",
+        "worker_consumer": "fleet.worker.consumer:FleetConsumer",
         # Results.
         "result_backend": settings.results_url,
         "result_expires": settings.result_expires,

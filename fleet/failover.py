@@ -3,18 +3,17 @@
 ``CELERY_BROKER_URL`` may be a failover list (``amqp://a//;amqp://b//;amqp://c//``).
 kombu tries its URLs in order, skipping a dead node at once (connection refused),
 and only sleeps between full rounds of the list. Two things slow that down in a
-Celery worker, and both are fixed here:
+Celery worker, and both are fixed:
 
 - Celery's consumer reconnects through ``Connection.ensure_connection`` without
   intervals, so kombu's defaults apply: 2, 4, 6 ... up to 30 s between rounds, and
   a node back after a short outage waits for the next round. :class:`FailoverConnection`
   takes the intervals from ``broker_transport_options`` (:data:`RECONNECT`) instead.
-- Celery 5.5+'s native delayed delivery bootstep, included whenever a quorum queue
-  is configured, sets up its exchanges on every URL of the list one after the other,
-  retrying a dead one (about 18 s with the first node dead) before the worker
-  consumes. fleet never uses it: Celery routes countdowns through it only for
-  non-direct exchanges (fleet's is direct), and far-future ETAs park in
-  ``fleet.delay.*`` queues (fleet.worker.parking). :class:`Consumer` leaves that bootstep out.
+- Celery 5.5+'s native delayed delivery bootstep walks every URL of the list before
+  the worker consumes; fleet's consumer leaves it out (fleet.worker.consumer).
+
+Every process builds its connections here (API, beat, CLI, workers), so it is not
+part of the worker package.
 """
 
 from __future__ import annotations
@@ -24,15 +23,11 @@ from typing import Any
 from celery.app.amqp import AMQP
 from kombu import Connection
 
-from fleet.worker.consumer import FleetConsumer
-
 #: Seconds between full rounds of the failover list while no node answers: the
 #: first retry after 0.2 s, then +0.3 s per round up to 1 s, so a worker consumes
 #: again within about a second of any node answering. A refused connection costs
 #: the broker nothing, so the short interval is cheap.
 RECONNECT: dict[str, float] = {"interval_start": 0.2, "interval_step": 0.3, "interval_max": 1.0}
-
-NATIVE_DELAYED_DELIVERY = "celery.worker.consumer.delayed_delivery:DelayedDelivery"
 
 
 class FailoverConnection(Connection):
@@ -50,10 +45,3 @@ class FailoverAMQP(AMQP):
 
     Connection = FailoverConnection
     BrokerConnection = FailoverConnection
-
-
-class Consumer(FleetConsumer):
-    """fleet's consumer without Celery's native delayed delivery bootstep (see the module docstring)."""
-
-    class Blueprint(FleetConsumer.Blueprint):
-        default_steps = [step for step in FleetConsumer.Blueprint.default_steps if step != NATIVE_DELAYED_DELIVERY]

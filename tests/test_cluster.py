@@ -237,7 +237,7 @@ def test_a_worker_and_a_beat_started_with_the_first_node_dead_use_the_next(
 
 def test_the_worker_leaves_out_native_delayed_delivery() -> None:
     """fleet parks ETAs itself (fleet.worker.parking); Celery's bootstep would retry a dead node for ~18 s."""
-    from fleet.failover import NATIVE_DELAYED_DELIVERY, Consumer
+    from fleet.worker.consumer import NATIVE_DELAYED_DELIVERY, FleetConsumer
 
-    assert NATIVE_DELAYED_DELIVERY not in Consumer.Blueprint.default_steps
-    assert "celery.worker.consumer.tasks:Tasks" in Consumer.Blueprint.default_steps
+    assert NATIVE_DELAYED_DELIVERY not in FleetConsumer.Blueprint.default_steps
+    assert "celery.worker.consumer.tasks:Tasks" in FleetConsumer.Blueprint.default_steps

@@ -4,10 +4,12 @@ One concern per module:
 
 - :mod:`~fleet.worker.run` starts one pool's worker from its spec (node name, argv, exit code);
 - :mod:`~fleet.worker.shutdown` makes TERM a bounded soft shutdown (before Celery is imported);
+- :mod:`~fleet.worker.topology` declares queues.py's topology on every connect;
 - :mod:`~fleet.worker.consumer` is the consumer that survives any message: it checks each one
   against :mod:`~fleet.worker.protocol` and dead-letters what cannot run;
 - :mod:`~fleet.worker.parking` parks far-future ETAs in ``fleet.delay.*`` queues (the task Strategy);
-- :mod:`~fleet.worker.request` is the Request chain Celery runs each task through;
+- :mod:`~fleet.worker.request` is the Request chain Celery runs each task through (dead-letter
+  on timeout, metered, once per id), readable in one place;
 - :mod:`~fleet.worker.dedup` decides whether a delivery already ran (a task id runs once);
 - :mod:`~fleet.worker.health` writes the liveness/readiness files and reads them for the probes;
 - :mod:`~fleet.worker.tasklog` logs every task outcome.

@@ -1,7 +1,14 @@
-"""The worker's message handling: declare the topology on every connect, and
-dead-letter what cannot run (malformed or undecodable messages, unknown and
-timed-out tasks) instead of acking it away, requeueing it forever, or letting it
-stop the worker."""
+"""The worker's consumer: dead-letter what cannot run (malformed or undecodable
+messages, unknown tasks) instead of acking it away, requeueing it forever, or
+letting it stop the worker.
+
+It also leaves out Celery 5.5+'s native delayed delivery bootstep, included
+whenever a quorum queue is configured: it sets up its exchanges on every URL of
+a failover list one after the other, retrying a dead one (about 18 s with the
+first node dead) before the worker consumes. fleet never uses it: Celery routes
+countdowns through it only for non-direct exchanges (fleet's is direct), and
+far-future ETAs park in ``fleet.delay.*`` queues (fleet.worker.parking).
+"""
 
 from __future__ import annotations
 
@@ -9,30 +16,15 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from billiard.exceptions import TimeLimitExceeded
-from celery import bootsteps, signals
+from celery import signals
 from celery.worker.consumer import Consumer
-from celery.worker.request import Request
 from vine import promise
 
 from fleet.worker.protocol import MessageRejected, check_message
-from queues import declare_topology
 
 logger = logging.getLogger("fleet.consumer")
 
-
-class DeclareTopology(bootsteps.StartStopStep):
-    """Declare every exchange, work queue and dead-letter queue once connected.
-
-    Dead-letter queues must exist before the first reject, or RabbitMQ drops
-    the dead letter; they are declared here because no worker consumes them.
-    """
-
-    requires = ("celery.worker.consumer.connection:Connection",)
-
-    def start(self, c: Consumer) -> None:
-        settings = c.app.fleet_settings
-        declare_topology(c.connection, settings.queue_type, settings.delivery_limit)
+NATIVE_DELAYED_DELIVERY = "celery.worker.consumer.delayed_delivery:DelayedDelivery"
 
 
 class FleetConsumer(Consumer):
@@ -45,6 +37,9 @@ class FleetConsumer(Consumer):
     message would come back to kill the next one. Each rejection is logged with its
     reason and counted (``task_rejected`` carries a MessageRejected).
     """
+
+    class Blueprint(Consumer.Blueprint):
+        default_steps = [step for step in Consumer.Blueprint.default_steps if step != NATIVE_DELAYED_DELIVERY]
 
     def create_task_handler(self, promise: Any = promise) -> Callable[[Any], None]:
         handle = super().create_task_handler(promise)
@@ -97,22 +92,3 @@ class FleetConsumer(Consumer):
             logger.exception("could not store the failure of an unknown task")
         name = message.headers["task"]
         self.dead_letter(message, MessageRejected("unknown_task", f"task {name!r} is not registered"))
-
-
-class FleetRequest(Request):
-    """Dead-letters a task killed by its hard time limit instead of requeueing it.
-
-    With late acks Celery requeues a timed-out task, which would time out again,
-    forever. Its FAILURE is already stored by then; the message goes to
-    ``<queue>.dlq`` where an operator can see and replay it.
-    """
-
-    _timed_out = False
-
-    def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> None:
-        exc = getattr(exc_info.exception, "exc", exc_info.exception)  # unwrap ExceptionWithTraceback
-        self._timed_out = isinstance(exc, TimeLimitExceeded)
-        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
-
-    def reject(self, requeue: bool = False) -> None:
-        super().reject(requeue=requeue and not self._timed_out)

@@ -30,9 +30,8 @@ worker processes within the few milliseconds between one's read and its
 STARTED write both run; tasks with ``ignore_result`` are not deduplicated
 (nothing is stored to read).
 
-The check runs in the worker's main process where Celery asks whether a
-request was revoked (just before it goes to the pool, or on arrival for a task
-with an expiry), once per delivery.
+The rule is asked by the worker's Request (:class:`fleet.worker.request.OnceRequest`)
+in its main process, once per delivery.
 """
 
 from __future__ import annotations
@@ -44,7 +43,6 @@ from celery import states
 from celery.worker import state as worker_state
 
 from fleet.republish import REPLAY_HEADER
-from fleet.worker.request import MeteredRequest
 
 logger = logging.getLogger("fleet.dedup")
 
@@ -80,26 +78,3 @@ def duplicate_of(request: Any) -> str | None:
     if fresh and state == states.STARTED and (meta.get("retries") or 0) >= attempt:
         return "another delivery is running it"
     return None
-
-
-class OnceRequest(MeteredRequest):
-    """A request that is not run when its task id already ran or is running (see the module's table)."""
-
-    _fleet_checked = False
-
-    def revoked(self) -> bool:
-        if super().revoked():
-            return True
-        if self._fleet_checked:
-            return False
-        self._fleet_checked = True
-        reason = duplicate_of(self)
-        if reason is None:
-            return False
-        logger.info("task %s[%s] not run again: %s", self.name, self.id, reason)
-        worker_state.task_ready(self)
-        other = held_copy(self)
-        if other is not None:  # Celery indexes requests by id: point it back at the copy that runs
-            worker_state.requests[self.id] = other
-        self.acknowledge()
-        return True

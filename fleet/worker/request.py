@@ -1,25 +1,59 @@
-"""The worker-side Request: what only the main process sees of a task.
+"""The Request every task runs through in the worker's main process, one link per concern.
 
-A hard time limit or a killed pool child ends the task outside the child, so
-no child signal can count it. ``FlaskTask.Request`` points here; the task's
-context is pushed while Celery's own failure handling runs, so the
-``task_failure`` receivers label it with the right queue.
+``FlaskTask.Request`` names :class:`OnceRequest`; the chain, from Celery's own up:
+
+1. :class:`DeadLetterOnTimeout` dead-letters a task killed by its hard time limit;
+2. :class:`MeteredRequest` counts what only the main process sees (hard time limits,
+   lost pool children);
+3. :class:`OnceRequest` does not run a task id that already ran or is running
+   (the rule: :mod:`fleet.worker.dedup`).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from billiard.einfo import ExceptionWithTraceback
-from billiard.exceptions import WorkerLostError
+from billiard.exceptions import TimeLimitExceeded, WorkerLostError
+from celery.worker import state as worker_state
+from celery.worker.request import Request
 
-from fleet.worker.consumer import FleetRequest
+from fleet.worker.dedup import duplicate_of, held_copy
+
+logger = logging.getLogger("fleet.dedup")
 
 
-class MeteredRequest(FleetRequest):
+class DeadLetterOnTimeout(Request):
+    """Dead-letters a task killed by its hard time limit instead of requeueing it.
+
+    With late acks Celery requeues a timed-out task, which would time out again,
+    forever. Its FAILURE is already stored by then; the message goes to
+    ``<queue>.dlq`` where an operator can see and replay it.
+    """
+
+    _timed_out = False
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> None:
+        exc = getattr(exc_info.exception, "exc", exc_info.exception)  # unwrap ExceptionWithTraceback
+        self._timed_out = isinstance(exc, TimeLimitExceeded)
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+
+    def reject(self, requeue: bool = False) -> None:
+        super().reject(requeue=requeue and not self._timed_out)
+
+
+class MeteredRequest(DeadLetterOnTimeout):
+    """What only the main process sees of a task, counted.
+
+    A hard time limit or a killed pool child ends the task outside the child, so
+    no child signal can count it. The task's context is pushed while Celery's own
+    failure handling runs, so the ``task_failure`` receivers label it with the right queue.
+    """
+
     @contextmanager
     def _in_context(self) -> Iterator[None]:
         self.task.request_stack.push(self._context)
@@ -51,3 +85,31 @@ class MeteredRequest(FleetRequest):
             worker.record_worker_lost(self)
         with self._in_context():
             super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+
+
+class OnceRequest(MeteredRequest):
+    """A request that is not run when its task id already ran or is running (:mod:`fleet.worker.dedup`).
+
+    The check runs where Celery asks whether a request was revoked: in the main
+    process, just before it goes to the pool (or on arrival for a task with an
+    expiry), once per delivery.
+    """
+
+    _fleet_checked = False
+
+    def revoked(self) -> bool:
+        if super().revoked():
+            return True
+        if self._fleet_checked:
+            return False
+        self._fleet_checked = True
+        reason = duplicate_of(self)
+        if reason is None:
+            return False
+        logger.info("task %s[%s] not run again: %s", self.name, self.id, reason)
+        worker_state.task_ready(self)
+        other = held_copy(self)
+        if other is not None:  # Celery indexes requests by id: point it back at the copy that runs
+            worker_state.requests[self.id] = other
+        self.acknowledge()
+        return True
