@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Container
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
 from celery import signals as celery_signals
@@ -24,6 +24,9 @@ from fleet.tasks import TASK_MODULES
 from fleet.worker.topology import DeclareTopology
 from queues import DEFAULT_QUEUE, TASK_EXCHANGE, work_queues
 from routing import Router
+
+if TYPE_CHECKING:
+    from fleet.metrics.worker import WorkerMetrics
 
 
 class FlaskTask(Task):
@@ -48,6 +51,8 @@ class FleetCelery(Celery):
 
     #: every broker connection retries the failover list quickly (fleet.failover)
     amqp_cls = "fleet.failover:FailoverAMQP"
+    #: a worker's metrics, made at ``worker_init`` when metrics are on (fleet.metrics.setup)
+    worker_metrics: WorkerMetrics | None = None
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         self.fleet_settings = settings

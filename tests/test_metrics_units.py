@@ -15,7 +15,7 @@ from fleet.metrics import archive
 from fleet.metrics.fleet_status import pool_of
 from fleet.metrics.labels import OTHER, Labeler
 from fleet.metrics.prometheus import scrape_config, worker_targets
-from fleet.metrics.setup import MetricsSetupError, prepare_directory
+from fleet.metrics.setup import MULTIPROC_ENV, MetricsSetupError
 from fleet.settings import ROOT
 
 pytestmark = pytest.mark.pure  # the fast tier: no service needed
@@ -93,12 +93,12 @@ def test_sweep_retires_dead_processes_only(tmp_path: Path) -> None:
     assert _totals(tmp_path)[("fleet_tasks_started_total", (("queue", "email"),))] == 4
 
 
-def test_the_metrics_directory_must_be_set_before_the_worker_metrics_exist(tmp_path: Path) -> None:
-    import fleet.metrics.worker  # noqa: F401 - created in single-process mode: a worker so made would undercount
+def test_the_metrics_directory_must_be_set_before_the_worker_metrics_exist(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleet.metrics.worker import WorkerMetrics
 
-    with pytest.raises(MetricsSetupError, match="created before"):
-        prepare_directory(tmp_path / "w")
-    assert not (tmp_path / "w").exists()
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    with pytest.raises(MetricsSetupError, match="created before"):  # single-process mode: it would undercount
+        WorkerMetrics("default", ("default",), ("tasks.add",), Labeler(("tasks.add",)))
 
 
 def test_committed_scrape_config_is_the_render_of_the_pools() -> None:

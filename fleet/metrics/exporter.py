@@ -20,8 +20,9 @@ from celery.worker import state
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
-from fleet.metrics import archive, worker
+from fleet.metrics import archive
 from fleet.metrics.queues import QueueCollector
+from fleet.metrics.worker import WorkerMetrics
 
 logger = logging.getLogger("fleet.metrics")
 
@@ -47,9 +48,10 @@ def _snapshot(requests: set[Any]) -> list[Any]:
 class WorkerCollector:
     """What the main process knows of the worker, read at scrape time."""
 
-    def __init__(self, identity: WorkerIdentity, controller: Any) -> None:
+    def __init__(self, identity: WorkerIdentity, controller: Any, metrics: WorkerMetrics) -> None:
         self.identity = identity
         self.controller = controller
+        self.metrics = metrics
         self.last_heartbeat = time.time()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -61,7 +63,7 @@ class WorkerCollector:
         def per_queue(name: str, doc: str, requests: list[Any]) -> GaugeMetricFamily:
             family = GaugeMetricFamily(name, doc, labels=["pool", "queue"])
             for queue in queues:
-                family.add_metric([pool, queue], sum(1 for r in requests if worker.queue_of(r) == queue))
+                family.add_metric([pool, queue], sum(1 for r in requests if self.metrics.queue_of(r) == queue))
             return family
 
         def single(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -104,12 +106,18 @@ class WorkerExporter:
     """Serves ``/metrics`` for one worker and keeps its metrics directory bounded."""
 
     def __init__(
-        self, directory: Path, identity: WorkerIdentity, controller: Any, connect_broker: Callable[[], Any]
+        self,
+        directory: Path,
+        identity: WorkerIdentity,
+        controller: Any,
+        metrics: WorkerMetrics,
+        connect_broker: Callable[[], Any],
     ) -> None:
         self.directory = directory
         self.identity = identity
         self.controller = controller
-        self.worker = WorkerCollector(identity, controller)
+        self.metrics = metrics
+        self.worker = WorkerCollector(identity, controller, metrics)
         self.queues = QueueCollector(connect_broker)
         self.registry = CollectorRegistry(auto_describe=False)
         for collector in (archive.ArchivingMultiProcessCollector(directory), self.worker, self.queues):
@@ -130,7 +138,7 @@ class WorkerExporter:
         """In a freshly forked pool child: drop the inherited listening socket, create this process's files."""
         if self.server is not None:
             self.server.socket.close()
-        worker.IN_PROGRESS.labels(self.identity.queues[0], worker.OTHER).inc(0)
+        self.metrics.on_child_start()
 
     def child_exiting(self) -> None:
         """In a pool child about to exit: fold its counters into the archives."""
@@ -138,32 +146,12 @@ class WorkerExporter:
 
     def tick(self, shutting_down: Callable[[], bool]) -> None:
         """Main process, from the worker's event loop: heartbeat, retire killed children's files,
-        and keep watching the pool for exiting children."""
+        and keep the pool's exiting children counted."""
         self.worker.last_heartbeat = time.time()
         archive.sweep(self.directory, keep={os.getpid()})
-        self._watch_children(shutting_down)
-
-    def _watch_children(self, shutting_down: Callable[[], bool]) -> None:
-        """Count each pool child that exits while the worker runs, by why it exited.
-
-        billiard calls its pool's ``on_process_down`` for every child it reaps, in
-        this process; Celery sets that hook when the pool joins the event loop (again
-        after a broker reconnect), so it is wrapped again whenever it was replaced.
-        """
         pool = getattr(getattr(self.controller, "pool", None), "_pool", None)  # prefork only
-        down = getattr(pool, "on_process_down", None)
-        if down is None or getattr(down, "fleet_counted", False):
-            return
-        from billiard.pool import EX_RECYCLE
-
-        def counted(process: Any) -> Any:
-            if not shutting_down():
-                reason = "recycled" if process.exitcode == EX_RECYCLE else "lost"
-                worker.CHILD_RESTARTS.labels(self.identity.pool, reason).inc()
-            return down(process)
-
-        counted.fleet_counted = True  # type: ignore[attr-defined]
-        pool.on_process_down = counted
+        if pool is not None:
+            self.metrics.watch_children(pool, shutting_down)
 
     def close(self) -> None:
         if self.server is not None:

@@ -3,8 +3,9 @@
 1. ``launch`` (by ``fleet worker``, before the Celery app is built): wipe this
    worker's metrics directory and point prometheus-client at it, before
    anything imports prometheus-client (it picks multiprocess mode on import).
-2. ``worker_init`` (main process, before the pool forks): define the metrics,
-   create every series at zero, start the HTTP server.
+2. ``worker_init`` (main process, before the pool forks): make the one
+   :class:`~fleet.metrics.worker.WorkerMetrics` (every series at zero), connect
+   its hooks, hand it to the app for the worker's Request, start the HTTP server.
 3. Each pool child drops the inherited server socket; on exit it folds its
    counters into the archive. A timer in the main process keeps the heartbeat
    and retires the files of children that were killed.
@@ -17,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -63,15 +63,11 @@ def node_directory(settings: Settings, node: str) -> Path:
 def prepare_directory(directory: Path) -> None:
     """Empty ``directory`` and select multiprocess mode for this process and its children.
 
-    Must run before the worker's metrics exist. prometheus-client itself may be
-    loaded already (``celery`` loads CLI plugins such as Flower that import it):
-    then multiprocess mode is selected for the metrics created from now on.
+    Runs before the worker's metrics exist (:class:`~fleet.metrics.worker.WorkerMetrics`
+    refuses to be made without it). prometheus-client itself may be loaded already
+    (``celery`` loads CLI plugins such as Flower that import it): multiprocess mode is
+    selected for the metrics created from now on.
     """
-    if "fleet.metrics.worker" in sys.modules:
-        raise MetricsSetupError(
-            "the worker's metrics were created before its metrics directory was set; "
-            "their values would not be shared with pool children"
-        )
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     os.environ[MULTIPROC_ENV] = str(directory)  # read by prometheus_client on import, and by pool children
@@ -138,25 +134,27 @@ def _version() -> str:
 
 def on_worker_init(sender: Any = None, **_: Any) -> None:
     global _launch, _exporter
+    from fleet.metrics.exporter import WorkerExporter, WorkerIdentity
+    from fleet.metrics.labels import Labeler
+    from fleet.metrics.worker import WorkerMetrics
+
     app, settings = sender.app, sender.app.fleet_settings
+    names = [name for name in app.tasks if not name.startswith("celery.")]
     try:
         launched = _launch or _launch_from_worker(sender, settings)
+        metrics = WorkerMetrics(launched.pool, launched.queues, names, Labeler(app.tasks))
     except MetricsSetupError as exc:
         logger.error("metrics: %s; this worker runs without /metrics", exc)
         return
     _launch = launched
-    from fleet.metrics import worker as task_metrics
-    from fleet.metrics.exporter import WorkerExporter, WorkerIdentity
-    from fleet.metrics.labels import Labeler
-
-    task_metrics.connect()
-    names = [name for name in app.tasks if not name.startswith("celery.")]
-    task_metrics.precreate(launched.pool, launched.queues, names, Labeler(app.tasks))
+    metrics.connect()
+    app.worker_metrics = metrics  # the worker's Request records what only the main process sees
     identity = WorkerIdentity(launched.pool, launched.kind, launched.queues, _version())
     _exporter = WorkerExporter(
         launched.directory,
         identity,
         sender,
+        metrics,
         connect_broker=lambda: app.connection_for_read(transport_options={"read_timeout": 5, "write_timeout": 5}),
     )
     if launched.port is not None:

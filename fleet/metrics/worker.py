@@ -1,22 +1,27 @@
-"""The worker's task metrics and the Celery signal receivers that record them.
+"""The worker's task metrics as one object, :class:`WorkerMetrics`, fed by hook methods.
 
-Imported only once the metrics directory is set (see :mod:`fleet.metrics.setup`).
-Receivers run where Celery sends the signal: ``task_received``/``task_revoked``
-and ``task_rejected`` in the worker's main process, ``task_prerun``/``postrun``/
-``success``/``retry``/``failure`` in the pool child (or thread) running the task;
-with prefork each process writes its own file and the exporter merges them.
+Like a Dramatiq middleware: the metrics are made when the worker boots (its
+metrics directory set, see :mod:`fleet.metrics.setup`), never at import, and
+each hook records one event. Hooks run where Celery sends the signal:
+``task_received``/``task_revoked``/``task_rejected``, the Request's time-limit and
+lost-worker hooks and the pool's ``on_process_down`` in the worker's main process,
+``task_prerun``/``postrun``/``success``/``retry``/``failure`` in the pool child (or
+thread) running the task; with prefork each process writes its own file and the
+exporter merges them.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from celery import signals
 from prometheus_client import Counter, Gauge, Histogram
 
 from fleet.metrics.labels import OTHER, Labeler
+from fleet.metrics.setup import MULTIPROC_ENV, MetricsSetupError
 from fleet.metrics.stamp import PUBLISHED_AT_HEADER
 from fleet.worker.protocol import REASONS as REJECT_REASONS
 
@@ -26,164 +31,211 @@ WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 TIME_LIMITS = ("soft", "hard")
 RESTART_REASONS = ("recycled", "lost")
 
-RECEIVED = Counter("fleet_tasks_received", "Task messages received by the worker (run now or prefetched).", TASK)
-STARTED = Counter("fleet_tasks_started", "Task executions started (each retry is a new execution).", TASK)
-SUCCEEDED = Counter("fleet_tasks_succeeded", "Task executions that succeeded.", TASK)
-FAILED = Counter(
-    "fleet_tasks_failed",
-    "Task executions that failed (dead-lettered to <queue>.dlq), by exception class.",
-    (*TASK, "exception"),
-)
-RETRIED = Counter("fleet_tasks_retried", "Task executions that ended in a retry.", TASK)
-REJECTED = Counter(
-    "fleet_tasks_rejected", "Messages refused without running (malformed, unknown task, undecodable).", TASK
-)
-MESSAGES_REJECTED = Counter(
-    "fleet_messages_rejected",
-    "Messages dead-lettered without running, by reason (malformed, undecodable, unknown task...).",
-    ("queue", "reason"),
-)
-REVOKED = Counter("fleet_tasks_revoked", "Tasks revoked (cancelled, expired or terminated).", TASK)
-WORKER_LOST = Counter("fleet_tasks_worker_lost", "Tasks whose pool process died under them.", TASK)
-TIME_LIMIT_HITS = Counter("fleet_task_time_limit_hits", "Soft and hard time limits reached.", (*TASK, "limit"))
-RUNTIME = Histogram(
-    "fleet_task_runtime_seconds",
-    "Task execution time, successes, failures and retries alike.",
-    TASK,
-    buckets=RUNTIME_BUCKETS,
-)
-QUEUE_WAIT = Histogram(
-    "fleet_task_queue_wait_seconds",
-    "Publish to start of execution (messages with an ETA or countdown excluded).",
-    TASK,
-    buckets=WAIT_BUCKETS,
-)
-IN_PROGRESS = Gauge(
-    "fleet_tasks_in_progress", "Tasks executing now.", TASK, multiprocess_mode="livesum"
-)  # a killed child's share vanishes with it
-CHILD_RESTARTS = Counter(
-    "fleet_worker_child_restarts",
-    "Pool processes replaced: recycled (max tasks/memory) or lost (killed, crashed).",
-    ("pool", "reason"),
-)
-
 COUNTED = "fleet_failure_counted"  # marks a request context whose failure is counted
 
-_labeler = Labeler(())
-_started: dict[str, float] = {}  # task id -> monotonic start, in the process running it
-_series: dict[tuple[int, tuple[str, ...]], Any] = {}  # (metric, labels) -> labelled series
 
+class WorkerMetrics:
+    """Every metric the worker records and the hooks that record them."""
 
-def _of(metric: Any, labels: tuple[str, ...]) -> Any:
-    """``metric.labels(*labels)``, remembered: label sets are few (queues x tasks) and every
-    task touches six series, so the lookup is worth sparing (forked children reuse it safely:
-    prometheus-client reopens its files on a pid change)."""
-    key = (id(metric), labels)
-    series = _series.get(key)
-    if series is None:
-        series = _series[key] = metric.labels(*labels)
-    return series
+    def __init__(self, pool: str, queues: Iterable[str], tasks: Iterable[str], labeler: Labeler) -> None:
+        """Define the metrics and create every queue x task series at zero (rates and absence
+        alerts work from the start). Prometheus-client picks a metric's storage when the metric
+        is made, so the worker's metrics directory must be set by then."""
+        if not os.environ.get(MULTIPROC_ENV):
+            raise MetricsSetupError(
+                "the worker's metrics would be created before its metrics directory was set; "
+                "their values would not be shared with pool children"
+            )
+        self.pool = pool
+        self.queues = tuple(queues)
+        self.labeler = labeler
+        self._started: dict[str, float] = {}  # task id -> monotonic start, in the process running it
+        self._series: dict[tuple[int, tuple[str, ...]], Any] = {}  # (metric, labels) -> labelled series
 
+        def counter(name: str, doc: str, labels: tuple[str, ...] = TASK) -> Counter:
+            return Counter(name, doc, labels, registry=None)  # exported from the files, not a registry
 
-def precreate(pool: str, queues: Iterable[str], tasks: Iterable[str], labeler: Labeler) -> None:
-    """Create every queue x task series at zero, so rates and absence alerts work from the start."""
-    global _labeler
-    _labeler = labeler
-    for queue in queues:
-        for task in (*tasks, OTHER):
-            for metric in (RECEIVED, STARTED, SUCCEEDED, RETRIED, REJECTED, REVOKED, WORKER_LOST, RUNTIME, QUEUE_WAIT):
-                metric.labels(queue, task)
-            FAILED.labels(queue, task, "")  # an empty label is no label: the zero series of the sum
-            IN_PROGRESS.labels(queue, task).set(0)
-            for limit in TIME_LIMITS:
-                TIME_LIMIT_HITS.labels(queue, task, limit)
-        for reason in REJECT_REASONS:
-            MESSAGES_REJECTED.labels(queue, reason)
-    for reason in RESTART_REASONS:
-        CHILD_RESTARTS.labels(pool, reason)
+        self.received = counter("fleet_tasks_received", "Task messages received by the worker (run now or prefetched).")
+        self.started = counter("fleet_tasks_started", "Task executions started (each retry is a new execution).")
+        self.succeeded = counter("fleet_tasks_succeeded", "Task executions that succeeded.")
+        self.failed = counter(
+            "fleet_tasks_failed",
+            "Task executions that failed (dead-lettered to <queue>.dlq), by exception class.",
+            (*TASK, "exception"),
+        )
+        self.retried = counter("fleet_tasks_retried", "Task executions that ended in a retry.")
+        self.rejected = counter(
+            "fleet_tasks_rejected", "Messages refused without running (malformed, unknown task, undecodable)."
+        )
+        self.messages_rejected = counter(
+            "fleet_messages_rejected",
+            "Messages dead-lettered without running, by reason (malformed, undecodable, unknown task...).",
+            ("queue", "reason"),
+        )
+        self.revoked = counter("fleet_tasks_revoked", "Tasks revoked (cancelled, expired or terminated).")
+        self.worker_lost = counter("fleet_tasks_worker_lost", "Tasks whose pool process died under them.")
+        self.time_limit_hits = counter(
+            "fleet_task_time_limit_hits", "Soft and hard time limits reached.", (*TASK, "limit")
+        )
+        self.runtime = Histogram(
+            "fleet_task_runtime_seconds",
+            "Task execution time, successes, failures and retries alike.",
+            TASK,
+            buckets=RUNTIME_BUCKETS,
+            registry=None,
+        )
+        self.queue_wait = Histogram(
+            "fleet_task_queue_wait_seconds",
+            "Publish to start of execution (messages with an ETA or countdown excluded).",
+            TASK,
+            buckets=WAIT_BUCKETS,
+            registry=None,
+        )
+        self.in_progress = Gauge(
+            "fleet_tasks_in_progress", "Tasks executing now.", TASK, multiprocess_mode="livesum", registry=None
+        )  # a killed child's share vanishes with it
+        self.child_restarts = counter(
+            "fleet_worker_child_restarts",
+            "Pool processes replaced: recycled (max tasks/memory) or lost (killed, crashed).",
+            ("pool", "reason"),
+        )
+        self._precreate(tuple(tasks))
 
+    def _precreate(self, tasks: tuple[str, ...]) -> None:
+        per_task = (
+            self.received,
+            self.started,
+            self.succeeded,
+            self.retried,
+            self.rejected,
+            self.revoked,
+            self.worker_lost,
+            self.runtime,
+            self.queue_wait,
+        )
+        for queue in self.queues:
+            for task in (*tasks, OTHER):
+                for metric in per_task:
+                    metric.labels(queue, task)
+                self.failed.labels(queue, task, "")  # an empty label is no label: the zero series of the sum
+                self.in_progress.labels(queue, task).set(0)
+                for limit in TIME_LIMITS:
+                    self.time_limit_hits.labels(queue, task, limit)
+            for reason in REJECT_REASONS:
+                self.messages_rejected.labels(queue, reason)
+        for reason in RESTART_REASONS:
+            self.child_restarts.labels(self.pool, reason)
 
-def queue_of(request: Any) -> str:
-    return _labeler.queue(getattr(request, "delivery_info", None))
+    def _of(self, metric: Any, labels: tuple[str, ...]) -> Any:
+        """``metric.labels(*labels)``, remembered: label sets are few (queues x tasks) and every
+        task touches six series, so the lookup is worth sparing (forked children reuse it safely:
+        prometheus-client reopens its files on a pid change)."""
+        key = (id(metric), labels)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = metric.labels(*labels)
+        return series
 
+    def queue_of(self, request: Any) -> str:
+        return self.labeler.queue(getattr(request, "delivery_info", None))
 
-def _task_labels(task: Any) -> tuple[str, str]:
-    return _labeler.for_request(task.request, task.name)
+    def _task_labels(self, task: Any) -> tuple[str, str]:
+        return self.labeler.for_request(task.request, task.name)
 
+    # Celery signals
 
-def on_received(request: Any = None, **_: Any) -> None:
-    _of(RECEIVED, _labeler.for_request(request, request.name)).inc()
+    def on_received(self, request: Any = None, **_: Any) -> None:
+        self._of(self.received, self.labeler.for_request(request, request.name)).inc()
 
+    def on_prerun(self, task_id: str | None = None, task: Any = None, **_: Any) -> None:
+        labels = self._task_labels(task)
+        self._of(self.started, labels).inc()
+        self._of(self.in_progress, labels).inc()
+        self._started[task_id] = time.monotonic()
+        published_at = getattr(task.request, PUBLISHED_AT_HEADER, None)
+        if isinstance(published_at, int | float) and not task.request.eta:
+            self._of(self.queue_wait, labels).observe(max(0.0, time.time() - published_at))
 
-def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
-    labels = _task_labels(task)
-    _of(STARTED, labels).inc()
-    _of(IN_PROGRESS, labels).inc()
-    _started[task_id] = time.monotonic()
-    published_at = getattr(task.request, PUBLISHED_AT_HEADER, None)
-    if isinstance(published_at, int | float) and not task.request.eta:
-        _of(QUEUE_WAIT, labels).observe(max(0.0, time.time() - published_at))
+    def on_postrun(self, task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:
+        labels = self._task_labels(task)
+        started = self._started.pop(task_id, None)
+        if started is not None:
+            self._of(self.in_progress, labels).dec()
+            if state is not None:  # None: the run was cut short (a hard time limit, recorded by the main process)
+                self._of(self.runtime, labels).observe(time.monotonic() - started)
 
+    def on_success(self, sender: Any = None, **_: Any) -> None:
+        self._of(self.succeeded, self._task_labels(sender)).inc()
 
-def on_postrun(task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:
-    labels = _task_labels(task)
-    started = _started.pop(task_id, None)
-    if started is not None:
-        _of(IN_PROGRESS, labels).dec()
-        if state is not None:  # None: the run was cut short (a hard time limit, recorded by the main process)
-            _of(RUNTIME, labels).observe(time.monotonic() - started)
+    def on_retry(self, sender: Any = None, **_: Any) -> None:
+        self.retried.labels(*self._task_labels(sender)).inc()
 
+    def on_failure(self, sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:
+        request = sender.request
+        if getattr(request, COUNTED, False):  # Celery reports a hard time limit twice when it dead-letters it
+            return
+        self.failed.labels(*self._task_labels(sender), self.labeler.exception(exception)).inc()
+        if getattr(request, "id", None):  # never mark the task's shared default context
+            setattr(request, COUNTED, True)
 
-def on_success(sender: Any = None, **_: Any) -> None:
-    _of(SUCCEEDED, _task_labels(sender)).inc()
+    def on_rejected(self, message: Any = None, exc: BaseException | None = None, **_: Any) -> None:
+        headers = getattr(message, "headers", None) or {}
+        queue = self.labeler.queue(getattr(message, "delivery_info", None))
+        self.rejected.labels(queue, self.labeler.task(headers.get("task"))).inc()
+        self.messages_rejected.labels(queue, getattr(exc, "reason", "error")).inc()
 
+    def on_revoked(self, request: Any = None, **_: Any) -> None:
+        self.revoked.labels(*self.labeler.for_request(request, getattr(request, "name", None))).inc()
 
-def on_retry(sender: Any = None, **_: Any) -> None:
-    RETRIED.labels(*_task_labels(sender)).inc()
+    # The worker's Request (fleet.worker.request), in the main process
 
+    def on_time_limit(self, request: Any, soft: bool, ran_for: float) -> None:
+        """A time limit fired; a hard one killed the child, so its runtime is recorded here."""
+        labels = self.labeler.for_request(request, request.name)
+        self.time_limit_hits.labels(*labels, "soft" if soft else "hard").inc()
+        if not soft:
+            self.runtime.labels(*labels).observe(ran_for)
 
-def on_failure(sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:
-    request = sender.request
-    if getattr(request, COUNTED, False):  # Celery reports a hard time limit twice when it dead-letters it
-        return
-    FAILED.labels(*_task_labels(sender), _labeler.exception(exception)).inc()
-    if getattr(request, "id", None):  # never mark the task's shared default context
-        setattr(request, COUNTED, True)
+    def on_worker_lost(self, request: Any) -> None:
+        self.worker_lost.labels(*self.labeler.for_request(request, request.name)).inc()
 
+    # The pool
 
-def on_rejected(message: Any = None, exc: BaseException | None = None, **_: Any) -> None:
-    headers = getattr(message, "headers", None) or {}
-    queue = _labeler.queue(getattr(message, "delivery_info", None))
-    REJECTED.labels(queue, _labeler.task(headers.get("task"))).inc()
-    MESSAGES_REJECTED.labels(queue, getattr(exc, "reason", "error")).inc()
+    def on_child_start(self) -> None:
+        """In a freshly forked pool child: create this process's files."""
+        self.in_progress.labels(self.queues[0], OTHER).inc(0)
 
+    def watch_children(self, pool: Any, shutting_down: Callable[[], bool]) -> None:
+        """Count each prefork child that exits while the worker runs, by why it exited.
 
-def on_revoked(request: Any = None, **_: Any) -> None:
-    REVOKED.labels(*_labeler.for_request(request, getattr(request, "name", None))).inc()
+        billiard calls its pool's ``on_process_down`` for every child it reaps, in
+        this process; Celery sets that hook when the pool joins the event loop (again
+        after a broker reconnect), so it is wrapped again whenever it was replaced.
+        """
+        down = getattr(pool, "on_process_down", None)
+        if down is None or getattr(down, "fleet_counted", False):
+            return
+        from billiard.pool import EX_RECYCLE
 
+        def counted(process: Any) -> Any:
+            if not shutting_down():
+                reason = "recycled" if process.exitcode == EX_RECYCLE else "lost"
+                self.child_restarts.labels(self.pool, reason).inc()
+            return down(process)
 
-def record_time_limit(request: Any, soft: bool, ran_for: float) -> None:
-    """Main process: a time limit fired; a hard one killed the child, so its runtime is recorded here."""
-    labels = _labeler.for_request(request, request.name)
-    TIME_LIMIT_HITS.labels(*labels, "soft" if soft else "hard").inc()
-    if not soft:
-        RUNTIME.labels(*labels).observe(ran_for)
+        counted.fleet_counted = True  # type: ignore[attr-defined]
+        pool.on_process_down = counted
 
-
-def record_worker_lost(request: Any) -> None:
-    WORKER_LOST.labels(*_labeler.for_request(request, request.name)).inc()
-
-
-def connect() -> None:
-    """Connect the receivers (in the worker's main process, before the pool forks)."""
-    for signal, receiver in (
-        (signals.task_received, on_received),
-        (signals.task_prerun, on_prerun),
-        (signals.task_postrun, on_postrun),
-        (signals.task_success, on_success),
-        (signals.task_retry, on_retry),
-        (signals.task_failure, on_failure),
-        (signals.task_rejected, on_rejected),
-        (signals.task_revoked, on_revoked),
-    ):
-        signal.connect(receiver, dispatch_uid=f"fleet.metrics.{receiver.__name__}", weak=False)
+    def connect(self) -> None:
+        """Connect the signal hooks (in the worker's main process, before the pool forks)."""
+        for signal, receiver in (
+            (signals.task_received, self.on_received),
+            (signals.task_prerun, self.on_prerun),
+            (signals.task_postrun, self.on_postrun),
+            (signals.task_success, self.on_success),
+            (signals.task_retry, self.on_retry),
+            (signals.task_failure, self.on_failure),
+            (signals.task_rejected, self.on_rejected),
+            (signals.task_revoked, self.on_revoked),
+        ):
+            signal.connect(receiver, dispatch_uid=f"fleet.metrics.{receiver.__name__}", weak=False)

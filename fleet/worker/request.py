@@ -47,7 +47,7 @@ class DeadLetterOnTimeout(Request):
 
 
 class MeteredRequest(DeadLetterOnTimeout):
-    """What only the main process sees of a task, counted.
+    """What only the main process sees of a task, counted (the app's ``worker_metrics``).
 
     A hard time limit or a killed pool child ends the task outside the child, so
     no child signal can count it. The task's context is pushed while Celery's own
@@ -71,18 +71,17 @@ class MeteredRequest(DeadLetterOnTimeout):
         return isinstance(exc, WorkerLostError)
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
-        from fleet.metrics import worker
-
-        ran_for = time.time() - self.time_start if self.time_start else timeout  # time_start is wall-clock
-        worker.record_time_limit(self, soft, ran_for)
+        metrics = self.app.worker_metrics
+        if metrics is not None:
+            ran_for = time.time() - self.time_start if self.time_start else timeout  # time_start is wall-clock
+            metrics.on_time_limit(self, soft, ran_for)
         with self._in_context():
             super().on_timeout(soft, timeout)
 
     def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> None:
-        from fleet.metrics import worker
-
-        if self._lost_worker(exc_info.exception):
-            worker.record_worker_lost(self)
+        metrics = self.app.worker_metrics
+        if metrics is not None and self._lost_worker(exc_info.exception):
+            metrics.on_worker_lost(self)
         with self._in_context():
             super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
 
