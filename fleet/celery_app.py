@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
 from celery import signals as celery_signals
+from celery.utils.imports import symbol_by_name
 from flask import Flask
 
 from fleet.canvas import captured_producer
@@ -51,6 +52,9 @@ class FleetCelery(Celery):
 
     #: every broker connection retries the failover list quickly (fleet.failover)
     amqp_cls = "fleet.failover:FailoverAMQP"
+    #: the Flask app factory, named rather than imported: the front end (app.py) builds on
+    #: this module, so the dependency goes one way
+    flask_factory = "app:create_app"
     #: a worker's metrics, made at ``worker_init`` when metrics are on (fleet.metrics.setup)
     worker_metrics: WorkerMetrics | None = None
 
@@ -60,9 +64,8 @@ class FleetCelery(Celery):
 
     @cached_property
     def flask_app(self) -> Flask:
-        from app import create_app  # the front end builds the Flask app; workers reuse it
-
-        return create_app(self.fleet_settings, celery=self)
+        """The front end's Flask app, built on this Celery app (tasks run in its context)."""
+        return symbol_by_name(self.flask_factory)(self.fleet_settings, celery=self)
 
     def producer_or_acquire(self, producer: Any = None) -> Any:
         """Celery's, except that a canvas being captured for the bounded publisher publishes into
