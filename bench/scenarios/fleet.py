@@ -18,7 +18,7 @@ from bench.workload import drain, end_to_end, warm_up
 from fleet.celery_app import FleetCelery, create_celery
 from fleet.publish import publish_many
 from fleet.settings import load_settings
-from fleet.worker import resolve_pool
+from fleet.worker.run import resolve_pool
 from queues import declare_topology
 
 BATCH = 1000  # messages per publish_many call, as the batch API would send them
