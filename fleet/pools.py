@@ -27,7 +27,6 @@ class PoolSpec:
     pool: PoolKind
     concurrency: int
     prefetch_multiplier: int
-    acks_late: bool
     #: recycle a child after this many tasks (prefork only; None: never)
     max_tasks_per_child: int | None
     #: recycle a child once its resident memory passes this many KiB (prefork only)
@@ -41,7 +40,17 @@ class PoolSpec:
     #: memory one worker process may use; Kubernetes limits are concurrency x this
     memory_mb: int
     cpu: float
+    #: Kubernetes (KEDA) scales the pool's Deployment between these by queue depth
+    min_replicas: int
+    max_replicas: int
+    #: p95 seconds a task may wait on the pool's queues before it starts (the alert rules' SLO)
+    queue_wait_slo_s: int
     rationale: str
+    #: long tasks: KEDA gives a pod back at most every few minutes (fleet.deploy.values.Autoscaling)
+    slow_scale_down: bool = False
+    #: ack after the task ran, so a lost worker's task is redelivered (the fleet's default; a pool
+    #: whose tasks must never run twice would set False)
+    acks_late: bool = True
 
     def check(self, consumer_timeout: float) -> None:
         """Refuse specs that would lose or duplicate work at run time."""
@@ -69,13 +78,12 @@ class PoolSpec:
 POOLS: dict[str, PoolSpec] = {
     spec.name: spec
     for spec in (
-        PoolSpec(
+        PoolSpec(  # never scales to zero: latency
             name="high_priority",
             queues=("high_priority",),
             pool="prefork",
             concurrency=2,
             prefetch_multiplier=1,
-            acks_late=True,
             max_tasks_per_child=1000,
             max_memory_per_child_kb=256_000,
             soft_time_limit=25,
@@ -84,6 +92,9 @@ POOLS: dict[str, PoolSpec] = {
             replicas=2,
             memory_mb=256,
             cpu=0.5,
+            min_replicas=2,
+            max_replicas=10,
+            queue_wait_slo_s=1,
             rationale="latency first: prefetch 1 so nothing waits behind a buffered message and priorities hold",
         ),
         PoolSpec(
@@ -92,7 +103,6 @@ POOLS: dict[str, PoolSpec] = {
             pool="threads",
             concurrency=16,
             prefetch_multiplier=4,
-            acks_late=True,
             max_tasks_per_child=None,
             max_memory_per_child_kb=None,
             soft_time_limit=50,
@@ -101,6 +111,9 @@ POOLS: dict[str, PoolSpec] = {
             replicas=1,
             memory_mb=32,
             cpu=0.5,
+            min_replicas=1,
+            max_replicas=6,
+            queue_wait_slo_s=30,
             rationale=(
                 "I/O-bound on SMTP round trips: cheap threads overlap the waits; Celery enforces no time "
                 "limits in a thread pool, so every SMTP step is bounded by FLEET_SMTP_TIMEOUT instead"
@@ -112,7 +125,6 @@ POOLS: dict[str, PoolSpec] = {
             pool="prefork",
             concurrency=1,
             prefetch_multiplier=1,
-            acks_late=True,
             max_tasks_per_child=20,
             max_memory_per_child_kb=512_000,
             soft_time_limit=540,
@@ -121,6 +133,10 @@ POOLS: dict[str, PoolSpec] = {
             replicas=1,
             memory_mb=768,
             cpu=1.0,
+            min_replicas=0,
+            max_replicas=3,
+            queue_wait_slo_s=120,
+            slow_scale_down=True,
             rationale="memory-heavy and long: one at a time, no prefetch hoarding, child recycled past 512 MB",
         ),
         PoolSpec(
@@ -129,7 +145,6 @@ POOLS: dict[str, PoolSpec] = {
             pool="prefork",
             concurrency=2,
             prefetch_multiplier=4,
-            acks_late=True,
             max_tasks_per_child=5000,
             max_memory_per_child_kb=256_000,
             soft_time_limit=110,
@@ -138,6 +153,9 @@ POOLS: dict[str, PoolSpec] = {
             replicas=1,
             memory_mb=256,
             cpu=1.0,
+            min_replicas=1,
+            max_replicas=8,
+            queue_wait_slo_s=30,
             rationale=(
                 "CPU-bound: one process per core (2 on the reference machine), short tasks amortise prefetch; "
                 "prefork keeps hard time limits, crash isolation and memory recycling. bench.tune: prefetch 16 "

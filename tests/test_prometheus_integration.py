@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from fleet.celery_app import FleetCelery
-from fleet.metrics.prometheus import API_JOB, scrape_config
+from fleet.deploy.prometheus import API_JOB, scrape_config
 from fleet.pools import POOLS, metrics_port
 from fleet.settings import load_settings
 from queues import WORK_QUEUES
