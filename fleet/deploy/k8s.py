@@ -205,8 +205,8 @@ def worker_objects(spec: PoolSpec) -> list[dict[str, Any]]:
     if spec.slow_scale_down:
         behavior = {
             "scaleDown": {
-                "stabilizationWindowSeconds": scaling.slow_stabilization_s,
-                "policies": [{"type": "Pods", "value": 1, "periodSeconds": scaling.slow_period_s}],
+                "stabilizationWindowSeconds": scaling.slow_scale_down.stabilization_s,
+                "policies": [{"type": "Pods", "value": 1, "periodSeconds": scaling.slow_scale_down.period_s}],
             }
         }
     scaled = {
@@ -245,7 +245,7 @@ def worker_objects(spec: PoolSpec) -> list[dict[str, Any]]:
 
 
 def api_objects() -> list[dict[str, Any]]:
-    api = VALUES.k8s.api
+    api = VALUES.api
     meta = _meta("fleet-api", "api")
     container = {
         "name": "api",
@@ -264,14 +264,14 @@ def api_objects() -> list[dict[str, Any]]:
             "ports": [{"name": "http", "port": VALUES.api_port, "targetPort": "http", "protocol": "TCP"}],
         },
     }
-    grace = VALUES.supervisor.api_stopwaitsecs
+    grace = api.stop_wait_s
     return [_deployment(meta, api.replicas, _pod(meta, container, grace), _rolling()), service, _pdb(meta)]
 
 
 def beat_objects() -> list[dict[str, Any]]:
     """Two beats on different nodes: the one holding the broker's leader lock sends (fleet.beat),
     so a rolling update or a lost node leaves a standby that takes over within seconds."""
-    beat = VALUES.k8s.beat
+    beat = VALUES.beat
     meta = _meta("fleet-beat", "beat")
     container = {
         "name": "beat",
@@ -279,7 +279,7 @@ def beat_objects() -> list[dict[str, Any]]:
         "ports": [{"name": "beat-metrics", "containerPort": beat_metrics_port(VALUES.metrics_port), "protocol": "TCP"}],
         "resources": _resources(beat.cpu, beat.memory_mb),
     }
-    pod = _pod(meta, container, VALUES.supervisor.beat_stopwaitsecs)
+    pod = _pod(meta, container, beat.stop_wait_s)
     return [_deployment(meta, beat.replicas, pod, _rolling()), _pdb(meta)]
 
 

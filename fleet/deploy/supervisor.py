@@ -66,7 +66,6 @@ def _program(command: str, stopwaitsecs: int, numprocs: int = 1) -> list[tuple[s
 
 def render_supervisor() -> dict[str, str]:
     """``deploy/supervisor/fleet.conf``: the API, one program per pool, exactly one beat."""
-    sup = VALUES.supervisor
     sections = [
         "; " + GENERATED.format(target="supervisor"),
         "; Needs FLEET_HOME (the checkout or /opt/fleet, holding .venv), FLEET_VAR_DIR (state, logs,\n"
@@ -92,10 +91,10 @@ def render_supervisor() -> dict[str, str]:
             [("supervisor.rpcinterface_factory", "supervisor.rpcinterface:make_main_rpcinterface")],
         ),
         _section("group:fleet", [("programs", ",".join(["api", "beat", *POOLS]))]),
-        _section("program:api", _program("api", sup.api_stopwaitsecs), ["gunicorn on FLEET_API_BIND"]),
+        _section("program:api", _program("api", VALUES.api.stop_wait_s), ["gunicorn on FLEET_API_BIND"]),
         _section(
             "program:beat",
-            _program("beat", sup.beat_stopwaitsecs),
+            _program("beat", VALUES.beat.stop_wait_s),
             [
                 "one beat per host; more may run anywhere (Kubernetes runs two): the leader sends, the rest stand by",
                 f"metrics: FLEET_METRICS_PORT + {beat_metrics_port(0)}",

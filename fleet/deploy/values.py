@@ -22,8 +22,6 @@ _DEFAULTS = load_settings({})
 class Supervisor:
     startsecs: int = 5
     startretries: int = 5
-    api_stopwaitsecs: int = 35
-    beat_stopwaitsecs: int = 15
     dev_stopwaitsecs: int = 5
     #: below supervisord's default 999: the dev stand-ins start before the workers and stop after them
     dev_priority: int = 100
@@ -31,8 +29,10 @@ class Supervisor:
 
 @dataclass(frozen=True)
 class Workload:
-    """A Deployment that is not a pool: the API or beat."""
+    """A program that is not a pool: the API or beat (replicas, memory and CPU are Kubernetes')."""
 
+    #: supervisor's stopwaitsecs and Kubernetes' terminationGracePeriodSeconds
+    stop_wait_s: int
     replicas: int
     memory_mb: int
     cpu: float
@@ -64,6 +64,14 @@ class Volume:
 
 
 @dataclass(frozen=True)
+class ScaleDown:
+    """How a pool with ``slow_scale_down`` (long tasks) gives pods back: one per period, after a wait."""
+
+    stabilization_s: int
+    period_s: int
+
+
+@dataclass(frozen=True)
 class Autoscaling:
     """KEDA: how often it reads queue depth, and how slow pools give pods back."""
 
@@ -71,9 +79,7 @@ class Autoscaling:
     fallback_failure_threshold: int = 3
     #: cooldownPeriod = a pod's grace period + this: a pod scaled away finishes its warm shutdown first
     cooldown_margin_s: int = 60
-    #: pools with ``slow_scale_down``: wait this long, then give back one pod per period
-    slow_stabilization_s: int = 1800
-    slow_period_s: int = 600
+    slow_scale_down: ScaleDown = ScaleDown(stabilization_s=1800, period_s=600)
 
 
 @dataclass(frozen=True)
@@ -97,10 +103,7 @@ class K8s:
     #: the Celery main process (consumer, event loop) beside concurrency x memory_mb
     main_process_memory_mb: int = 128
     cpu_limit_factor: int = 2
-    api: Workload = Workload(replicas=2, memory_mb=256, cpu=0.5)
     api_gunicorn_workers: int = 2
-    #: two beats: one leads (fleet.beat), the other takes over within seconds if it dies
-    beat: Workload = Workload(replicas=2, memory_mb=192, cpu=0.1)
     #: files only (fleet.health): a broker outage must not fail these and crash-loop the pods
     worker_probes: Probes = Probes(timeout_s=5, startup=Probe(5, 24), liveness=Probe(15, 3), readiness=Probe(10, 2))
     api_probes: Probes = Probes(timeout_s=3, startup=Probe(2, 30), liveness=Probe(10, 3), readiness=Probe(5, 2))
@@ -164,6 +167,9 @@ class Values:
     metrics_port: int = _DEFAULTS.metrics_port  # one port per worker process from here
     api_port: int = int(_DEFAULTS.api_bind.rsplit(":", 1)[1])
     supervisor: Supervisor = Supervisor()
+    api: Workload = Workload(stop_wait_s=35, replicas=2, memory_mb=256, cpu=0.5)
+    #: two beats in Kubernetes: one leads (fleet.beat), the other takes over within seconds if it dies
+    beat: Workload = Workload(stop_wait_s=15, replicas=2, memory_mb=192, cpu=0.1)
     k8s: K8s = field(default_factory=K8s)
     prometheus: Prometheus = Prometheus()
 
