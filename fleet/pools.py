@@ -14,6 +14,9 @@ from typing import Literal
 from queues import WORK_QUEUES
 
 PoolKind = Literal["prefork", "threads"]
+#: Ack after the task ran, so a lost worker's task is redelivered: the fleet's default, which a
+#: pool spec overrides (a pool whose tasks must never run twice would set acks_late=False).
+ACKS_LATE = True
 
 
 class PoolError(ValueError):
@@ -48,9 +51,7 @@ class PoolSpec:
     rationale: str
     #: long tasks: KEDA gives a pod back at most every few minutes (fleet.deploy.values.Autoscaling)
     slow_scale_down: bool = False
-    #: ack after the task ran, so a lost worker's task is redelivered (the fleet's default; a pool
-    #: whose tasks must never run twice would set False)
-    acks_late: bool = True
+    acks_late: bool = ACKS_LATE
 
     def check(self, consumer_timeout: float) -> None:
         """Refuse specs that would lose or duplicate work at run time."""

@@ -11,7 +11,7 @@ from functools import cache
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from fleet.api import schemas as s
@@ -20,8 +20,8 @@ from fleet.api.state import api_state
 
 bp = Blueprint("openapi", __name__)
 
-ID_SCHEMA = {"type": "integer", "minimum": 0, "maximum": 2147483647}
-TASK_ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 155}
+ID_SCHEMA = TypeAdapter(s.Id).json_schema()
+TASK_ID_SCHEMA = TypeAdapter(s.TaskId).json_schema()
 JSON_ERRORS = (400, 401, 409, 413, 415, 422, 503)
 STATUS_TEXT = {
     200: "OK",
@@ -213,11 +213,11 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.idempotent:
         parameters.append(
             {
-                "name": "Idempotency-Key",
+                "name": s.IDEMPOTENCY_HEADER,
                 "in": "header",
                 "required": False,
                 "description": "Retrying with the same key returns the first answer instead of enqueueing again.",
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"},
+                "schema": TypeAdapter(s.IdempotencyKey).json_schema(),
             }
         )
     if parameters:
