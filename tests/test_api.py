@@ -15,9 +15,9 @@ import requests
 
 from fleet.api.schemas import Error
 from fleet.settings import Settings
+from fleet.testing.processes import FLEET
 from tests.support.api import ApiServer
 from tests.support.peers import SMTPPeer
-from tests.support.processes import FLEET
 
 TOKEN = "test-token-" + uuid.uuid4().hex
 

@@ -25,8 +25,8 @@ from app import create_app
 from fleet.api.openapi import OPERATIONS
 from fleet.celery_app import FleetCelery
 from fleet.settings import Settings
+from fleet.testing.broker import Vhost
 from tests.support.api import ApiServer
-from tests.support.broker import Vhost
 
 TOKEN = "schema-token-" + uuid.uuid4().hex
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 from fleet.parking import park_for
+from fleet.testing.processes import start_worker
 from tests.support.apps import app_for
-from tests.support.processes import start_worker
 
 
 def test_park_for_never_parks_past_the_due_time() -> None:

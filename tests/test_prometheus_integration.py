@@ -15,12 +15,13 @@ from fleet.celery_app import FleetCelery
 from fleet.deploy.prometheus import API_JOB, scrape_config
 from fleet.pools import POOLS, metrics_port
 from fleet.settings import load_settings
+from fleet.testing.ports import free_port
+from fleet.testing.processes import start_workers
 from queues import WORK_QUEUES
 from tests.support.api import ApiServer
 from tests.support.apps import app_for
 from tests.support.metrics import private_fleet
-from tests.support.peers import HTTPPeer, free_port
-from tests.support.processes import start_workers
+from tests.support.peers import HTTPPeer
 from tests.support.prometheus import RULES, Prometheus, dashboard_panels, panel_queries
 
 EMAILS = 8

@@ -25,7 +25,7 @@ from fleet.deploy.prometheus import API_JOB, BEAT_JOB, WORKERS_JOB
 from fleet.deploy.values import VALUES
 from fleet.pools import POOLS, PoolSpec, beat_metrics_port, metrics_port
 from fleet.settings import Settings
-from tests.support.processes import FLEET
+from fleet.testing.processes import FLEET
 
 pytestmark = pytest.mark.pure  # the fast tier: no service needed
 

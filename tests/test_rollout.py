@@ -14,9 +14,9 @@ from fleet.deploy.supervisor import stop_wait
 from fleet.pools import PoolError, get_pool, with_overrides
 from fleet.publish import publish_many
 from fleet.settings import load_settings
+from fleet.testing.processes import start_worker
 from fleet.worker import resolve_pool
 from tests.support.ledger import Ledger
-from tests.support.processes import start_worker
 
 SOFT_SHUTDOWN_S = 4
 #: longer than the whole stop may take, so a stop that waited for them would show

@@ -18,10 +18,10 @@ import pytest
 from fleet.celery_app import FleetCelery
 from fleet.health import NodeFiles, health_dir
 from fleet.pools import POOLS
+from fleet.testing.broker import Vhost, queue_depth
+from fleet.testing.ports import free_port, free_port_block
 from queues import dlq_name
 from tests.support.apps import app_for
-from tests.support.broker import Vhost, queue_depth
-from tests.support.peers import free_port, free_port_block
 from tests.support.supervised import Supervisor, clean_env, wait_http_ok
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,8 +9,8 @@ from typing import Any
 
 import requests
 
-from tests.support.peers import free_port
-from tests.support.processes import FLEET, FleetProcess
+from fleet.testing.ports import free_port
+from fleet.testing.processes import FLEET, FleetProcess
 
 
 class ApiServer:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fleet.deploy.supervisor import SUPERVISOR_FILE
 from fleet.deploy.supervisor_auth import ensure_auth
-from tests.support.processes import FleetProcess
+from fleet.testing.processes import FleetProcess
 
 BIN = Path(sys.executable).parent
 
