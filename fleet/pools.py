@@ -25,8 +25,8 @@ class PoolError(ValueError):
 
 @dataclass(frozen=True)
 class PoolSpec:
+    #: the pool's name, and the queue it consumes unless ``queues`` says otherwise
     name: str
-    queues: tuple[str, ...]
     pool: PoolKind
     concurrency: int
     prefetch_multiplier: int
@@ -52,6 +52,12 @@ class PoolSpec:
     #: long tasks: KEDA gives a pod back at most every few minutes (fleet.deploy.values.Autoscaling)
     slow_scale_down: bool = False
     acks_late: bool = ACKS_LATE
+    #: the queues.py queues it consumes; () means the one named like the pool
+    queues: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.queues:
+            object.__setattr__(self, "queues", (self.name,))
 
     def check(self, consumer_timeout: float) -> None:
         """Refuse specs that would lose or duplicate work at run time."""
@@ -81,7 +87,6 @@ POOLS: dict[str, PoolSpec] = {
     for spec in (
         PoolSpec(  # never scales to zero: latency
             name="high_priority",
-            queues=("high_priority",),
             pool="prefork",
             concurrency=2,
             prefetch_multiplier=1,
@@ -100,7 +105,6 @@ POOLS: dict[str, PoolSpec] = {
         ),
         PoolSpec(
             name="email",
-            queues=("email",),
             pool="threads",
             concurrency=16,
             prefetch_multiplier=4,
@@ -122,7 +126,6 @@ POOLS: dict[str, PoolSpec] = {
         ),
         PoolSpec(
             name="reports",
-            queues=("reports",),
             pool="prefork",
             concurrency=1,
             prefetch_multiplier=1,
@@ -142,7 +145,6 @@ POOLS: dict[str, PoolSpec] = {
         ),
         PoolSpec(
             name="default",
-            queues=("default",),
             pool="prefork",
             concurrency=2,
             prefetch_multiplier=4,
