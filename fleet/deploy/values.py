@@ -152,7 +152,7 @@ class K8s:
 
 @dataclass(frozen=True)
 class Prometheus:
-    """The one-host scrape config (deploy/prometheus/prometheus.yml) and the alert thresholds."""
+    """The one-host scrape config (deploy/prometheus/prometheus.yml); Kubernetes' PodMonitor scrapes as often."""
 
     interval: str = "15s"
     host: str = "127.0.0.1"
@@ -160,6 +160,8 @@ class Prometheus:
 
 @dataclass(frozen=True)
 class Values:
+    """Everything the deploy files take that is neither a pool spec nor a setting's default."""
+
     #: seconds past a pool's soft-shutdown timeout before a stopping worker is killed: TERM lets
     #: running tasks finish for soft_shutdown_timeout, then the cold shutdown cancels the rest
     #: (back to their queue), stops the pool and closes the connection
