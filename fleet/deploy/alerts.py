@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fleet.deploy.files import GENERATED
 from fleet.deploy.prometheus import WORKERS_JOB
 from fleet.pools import POOLS
 from queues import WORK_QUEUES
 
 TEMPLATE = Path(__file__).with_name("alerts.yml.in")
+HEADER = "Rendered by `fleet render prometheus` from fleet/deploy/alerts.yml.in and fleet/pools.py; do not edit."
 
 
 def queue_wait_slos() -> dict[str, int]:
@@ -58,4 +58,4 @@ def alert_rules() -> str:
     _, _, text = TEMPLATE.read_text().split("\n", 2)  # the template's own two-line header
     for name, value in fills.items():
         text = text.replace(f"@{name}@", value)
-    return f"# {GENERATED.format(target='prometheus')}\n{text}"
+    return f"# {HEADER}\n{text}"
