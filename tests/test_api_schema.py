@@ -22,11 +22,8 @@ from schemathesis.config._checks import NEGATIVE_DATA_REJECTION_EXPECTED_STATUSE
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from app import create_app
 from fleet.api import BLUEPRINTS
 from fleet.api.openapi import Operation, Route, documented, routes
-from fleet.celery_app import FleetCelery
-from fleet.settings import Settings
 from fleet.testing.broker import Vhost
 from tests.support.api import ApiServer
 
@@ -114,23 +111,3 @@ def test_api_conforms_to_its_openapi_document(
         case.call_and_validate(headers=headers, excluded_checks=excluded)
 
     conforms()
-
-
-def test_every_route_is_documented(settings: Settings, celery_app: FleetCelery) -> None:
-    app = create_app(settings, celery=celery_app)  # the run's app and vhost, nothing published
-    served = {
-        (method.lower(), _template(rule.rule))
-        for rule in app.url_map.iter_rules()
-        for method in rule.methods - {"HEAD", "OPTIONS"}
-    }
-    assert served == {(op.method, route.path) for op, route in documented(routes(app.url_map.iter_rules()))}
-
-
-def _template(rule: str) -> str:
-    """Flask's '/x/<int(max=1):id>' as OpenAPI's '/x/{id}'."""
-    parts = []
-    for part in rule.split("/"):
-        if part.startswith("<") and part.endswith(">"):
-            part = "{" + part[1:-1].split(":")[-1] + "}"
-        parts.append(part)
-    return "/".join(parts)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from fleet.api.openapi import documented, routes
 from tests.support.api import PureApi, assert_error, pure_api
 
 pytestmark = pytest.mark.pure  # the fast tier: no service needed
@@ -108,3 +109,23 @@ def test_the_recorder_sees_an_accepted_publish_and_no_refused_one(tmp_path_facto
     response = api.post("/api/send-email", {"to": "a@b.test", "subject": "s", "body": "b"})
     assert response.status_code == 202, response.get_data(as_text=True)
     assert response.get_json()["task"] == "tasks.send_email" and len(api.publisher.sends) == 1
+
+
+def test_every_route_is_documented(api: PureApi) -> None:
+    app = api.client.application
+    served = {
+        (method.lower(), _template(rule.rule))
+        for rule in app.url_map.iter_rules()
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    assert served == {(op.method, route.path) for op, route in documented(routes(app.url_map.iter_rules()))}
+
+
+def _template(rule: str) -> str:
+    """Flask's '/x/<int(max=1):id>' as OpenAPI's '/x/{id}'."""
+    parts = []
+    for part in rule.split("/"):
+        if part.startswith("<") and part.endswith(">"):
+            part = "{" + part[1:-1].split(":")[-1] + "}"
+        parts.append(part)
+    return "/".join(parts)
