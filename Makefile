@@ -30,9 +30,10 @@ run: install  ## the whole fleet (API, every pool, beat; in development the SMTP
 	@FLEET_HOME="$(CURDIR)" FLEET_VAR_DIR="$(RUN_VAR_DIR)" FLEET_USER="$(RUN_USER)" \
 		exec $(BIN)/supervisord -c "$$($(BIN)/fleet dev conf)"
 
-render: install  ## render deploy/supervisor, deploy/k8s and the README's pool table from the pool specs (commit the result)
+render: install  ## render deploy/supervisor, deploy/k8s, deploy/prometheus and the README's pool table from pools + values (commit the result)
 	$(BIN)/fleet render supervisor
 	$(BIN)/fleet render k8s
+	$(BIN)/fleet render prometheus
 	$(BIN)/fleet pools --write-readme README.md
 
 broker:  ## make sure RabbitMQ answers (starts the local one if it is installed and down)

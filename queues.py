@@ -24,9 +24,11 @@ DELAY_HEADER = "fleet-delay"
 #: longer than its remaining wait, and expires back into its work queue.
 DELAY_SECONDS: tuple[int, ...] = (4, 16, 64, 256, 1024, 4096, 16384, 65536)
 
+#: The highest message priority a queue takes (x-max-priority); the API refuses higher ones.
+MAX_PRIORITY = 10
 #: queue name -> x-max-priority (None: no priorities). Order is the display order.
 WORK_QUEUES: dict[str, int | None] = {
-    "high_priority": 10,
+    "high_priority": MAX_PRIORITY,
     "email": None,
     "reports": None,
     "default": None,

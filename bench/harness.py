@@ -15,8 +15,8 @@ from typing import Any
 from kombu import Connection
 
 from bench.probe import PROBE_ENV, Probe
-from tests.support.broker import Vhost
-from tests.support.processes import FleetProcess
+from fleet.testing.broker import Vhost
+from fleet.testing.processes import FleetProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -19,6 +19,7 @@ from flask import Flask
 
 from fleet.canvas import captured_producer
 from fleet.failover import RECONNECT
+from fleet.pools import ACKS_LATE
 from fleet.schedule import beat_schedule
 from fleet.settings import Settings, load_settings
 from fleet.tasks import TASK_MODULES
@@ -111,13 +112,14 @@ def celery_config(settings: Settings, registered: Callable[[], Container[str]]) 
         "result_accept_content": ["json"],
         # Nothing lost in the worker: ack after the task ran; a killed child's task is
         # redelivered; a failure or timeout is rejected, i.e. dead-lettered to <queue>.dlq.
-        "task_acks_late": True,
+        "task_acks_late": ACKS_LATE,  # fleet worker sets its pool's (fleet.pools)
         "task_reject_on_worker_lost": True,
         # A task whose process died is retried (counted against max_retries), so a poison
         # task that kills its process ends in <queue>.dlq after a bounded number of runs.
         "task_retry_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": False,
         "task_track_started": True,
+        # fleet worker sets its pool's; this is for a worker with no pool spec (a plain `celery worker`)
         "worker_prefetch_multiplier": 1,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_consumer": "fleet.worker.consumer:FleetConsumer",

@@ -86,7 +86,7 @@ def api() -> None:
 )
 def pools(markdown: bool, write_readme: Path | None) -> None:
     """Print the pool table: kind, concurrency, prefetch, time limits, child recycling, replicas, why."""
-    from fleet import pooltable
+    from fleet.deploy import pooltable
 
     if write_readme:
         changed = pooltable.write_readme(write_readme)
@@ -116,7 +116,7 @@ def health(probe: str | None, node: str | None, max_age: float | None) -> None:
 
 
 @main.command()
-@click.argument("target", type=click.Choice(["supervisor", "k8s"]))
+@click.argument("target", type=click.Choice(["supervisor", "k8s", "prometheus"]))
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -126,23 +126,23 @@ def health(probe: str | None, node: str | None, max_age: float | None) -> None:
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 if the folder differs from a fresh render.")
 @click.option("--banner", is_flag=True, help="Then print the API URL, metrics ports and a curl example.")
 def render(target: str, out: Path | None, check: bool, banner: bool) -> None:
-    """Render the supervisor config or the Kubernetes manifests from the pool specs."""
-    from fleet import render as renderer
+    """Render the supervisor config, the Kubernetes manifests or the Prometheus config from the pool specs."""
+    from fleet.deploy import RENDERERS, files, supervisor
 
     out = out or Path("deploy") / target
-    rendered = renderer.RENDERERS[target]()
+    rendered = RENDERERS[target]()
     if check:
-        problems = renderer.drift(rendered, out)
+        problems = files.drift(rendered, out)
         for problem in problems:
             click.echo(problem, err=True)
         if problems:
             raise click.ClickException(f"{out} is stale: run `fleet render {target}` and commit the result")
         click.echo(f"{out}: up to date")
     else:
-        for path in renderer.write(rendered, out):
+        for path in files.write(rendered, out):
             click.echo(f"rendered {path}")
     if banner:
-        click.echo(renderer.banner(_settings()))
+        click.echo(supervisor.banner(_settings()))
 
 
 @main.group()
@@ -278,14 +278,14 @@ def dev_gateway() -> None:
 @dev.command("conf")
 def dev_conf() -> None:
     """Print the supervisor config `make run` starts: with the stand-ins unless FLEET_ENV=production."""
-    from fleet import render as renderer
+    from fleet.deploy.supervisor import SUPERVISOR_DEV_PATH, SUPERVISOR_PATH
 
-    click.echo(renderer.SUPERVISOR_PATH if _settings().is_production else renderer.SUPERVISOR_DEV_PATH)
+    click.echo(SUPERVISOR_PATH if _settings().is_production else SUPERVISOR_DEV_PATH)
 
 
 @main.command("supervisor-auth")
 def supervisor_auth() -> None:
     """Write supervisord's socket credentials under FLEET_VAR_DIR once (the rendered config includes them)."""
-    from fleet.supervisor_auth import ensure_auth
+    from fleet.deploy.supervisor_auth import ensure_auth
 
     click.echo(f"supervisor credentials: {ensure_auth(_settings().var_dir)}")

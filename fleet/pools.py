@@ -14,6 +14,9 @@ from typing import Literal
 from queues import WORK_QUEUES
 
 PoolKind = Literal["prefork", "threads"]
+#: Ack after the task ran, so a lost worker's task is redelivered: the fleet's default, which a
+#: pool spec overrides (a pool whose tasks must never run twice would set acks_late=False).
+ACKS_LATE = True
 
 
 class PoolError(ValueError):
@@ -22,12 +25,11 @@ class PoolError(ValueError):
 
 @dataclass(frozen=True)
 class PoolSpec:
+    #: the pool's name, and the queue it consumes unless ``queues`` says otherwise
     name: str
-    queues: tuple[str, ...]
     pool: PoolKind
     concurrency: int
     prefetch_multiplier: int
-    acks_late: bool
     #: recycle a child after this many tasks (prefork only; None: never)
     max_tasks_per_child: int | None
     #: recycle a child once its resident memory passes this many KiB (prefork only)
@@ -41,7 +43,21 @@ class PoolSpec:
     #: memory one worker process may use; Kubernetes limits are concurrency x this
     memory_mb: int
     cpu: float
+    #: Kubernetes (KEDA) scales the pool's Deployment between these by queue depth
+    min_replicas: int
+    max_replicas: int
+    #: p95 seconds a task may wait on the pool's queues before it starts (the alert rules' SLO)
+    queue_wait_slo_s: int
     rationale: str
+    #: long tasks: KEDA gives a pod back at most every few minutes (fleet.deploy.values.Autoscaling)
+    slow_scale_down: bool = False
+    acks_late: bool = ACKS_LATE
+    #: the queues.py queues it consumes; () means the one named like the pool
+    queues: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.queues:
+            object.__setattr__(self, "queues", (self.name,))
 
     def check(self, consumer_timeout: float) -> None:
         """Refuse specs that would lose or duplicate work at run time."""
@@ -69,13 +85,11 @@ class PoolSpec:
 POOLS: dict[str, PoolSpec] = {
     spec.name: spec
     for spec in (
-        PoolSpec(
+        PoolSpec(  # never scales to zero: latency
             name="high_priority",
-            queues=("high_priority",),
             pool="prefork",
             concurrency=2,
             prefetch_multiplier=1,
-            acks_late=True,
             max_tasks_per_child=1000,
             max_memory_per_child_kb=256_000,
             soft_time_limit=25,
@@ -84,15 +98,16 @@ POOLS: dict[str, PoolSpec] = {
             replicas=2,
             memory_mb=256,
             cpu=0.5,
+            min_replicas=2,
+            max_replicas=10,
+            queue_wait_slo_s=1,
             rationale="latency first: prefetch 1 so nothing waits behind a buffered message and priorities hold",
         ),
         PoolSpec(
             name="email",
-            queues=("email",),
             pool="threads",
             concurrency=16,
             prefetch_multiplier=4,
-            acks_late=True,
             max_tasks_per_child=None,
             max_memory_per_child_kb=None,
             soft_time_limit=50,
@@ -101,6 +116,9 @@ POOLS: dict[str, PoolSpec] = {
             replicas=1,
             memory_mb=32,
             cpu=0.5,
+            min_replicas=1,
+            max_replicas=6,
+            queue_wait_slo_s=30,
             rationale=(
                 "I/O-bound on SMTP round trips: cheap threads overlap the waits; Celery enforces no time "
                 "limits in a thread pool, so every SMTP step is bounded by FLEET_SMTP_TIMEOUT instead"
@@ -108,11 +126,9 @@ POOLS: dict[str, PoolSpec] = {
         ),
         PoolSpec(
             name="reports",
-            queues=("reports",),
             pool="prefork",
             concurrency=1,
             prefetch_multiplier=1,
-            acks_late=True,
             max_tasks_per_child=20,
             max_memory_per_child_kb=512_000,
             soft_time_limit=540,
@@ -121,15 +137,17 @@ POOLS: dict[str, PoolSpec] = {
             replicas=1,
             memory_mb=768,
             cpu=1.0,
+            min_replicas=0,
+            max_replicas=3,
+            queue_wait_slo_s=120,
+            slow_scale_down=True,
             rationale="memory-heavy and long: one at a time, no prefetch hoarding, child recycled past 512 MB",
         ),
         PoolSpec(
             name="default",
-            queues=("default",),
             pool="prefork",
             concurrency=2,
             prefetch_multiplier=4,
-            acks_late=True,
             max_tasks_per_child=5000,
             max_memory_per_child_kb=256_000,
             soft_time_limit=110,
@@ -138,6 +156,9 @@ POOLS: dict[str, PoolSpec] = {
             replicas=1,
             memory_mb=256,
             cpu=1.0,
+            min_replicas=1,
+            max_replicas=8,
+            queue_wait_slo_s=30,
             rationale=(
                 "CPU-bound: one process per core (2 on the reference machine), short tasks amortise prefetch; "
                 "prefork keeps hard time limits, crash isolation and memory recycling. bench.tune: prefetch 16 "

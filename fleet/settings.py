@@ -20,6 +20,9 @@ T = TypeVar("T")
 
 DEFAULT_BROKER_URL = "amqp://guest:guest@localhost:5672//"
 POOL_ENV_PREFIX = "FLEET_POOL_"
+#: prometheus-client's own variable for its multiprocess directory: fleet sets it for the worker's
+#: pool children and for gunicorn's workers (fleet.metrics.setup, fleet.api.server), never reads it
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 ROOT = Path(__file__).resolve().parent.parent
 
 

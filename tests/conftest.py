@@ -18,11 +18,12 @@ import pytest
 from fleet.celery_app import FleetCelery, create_celery
 from fleet.pools import POOLS
 from fleet.settings import ROOT, Settings, load_settings
+from fleet.testing.broker import Vhost
+from fleet.testing.ports import free_port_block
+from fleet.testing.processes import FleetProcess, start_worker
 from tests.support.apps import app_for
-from tests.support.broker import Vhost
 from tests.support.ledger import Ledger
-from tests.support.peers import HTTPPeer, SMTPPeer, free_port_block
-from tests.support.processes import FleetProcess, start_worker
+from tests.support.peers import HTTPPeer, SMTPPeer
 
 #: fixtures that reach a running service (RabbitMQ, the loopback peers, Redis)
 SERVICE_FIXTURES = frozenset({"vhost", "smtp", "http_peer", "celery_app", "fleet_workers", "private_env", "ledger"})

@@ -21,9 +21,9 @@ from pathlib import Path
 from fleet.celery_app import create_celery
 from fleet.publish import PublishError, publish_many
 from fleet.settings import ROOT, load_settings
+from fleet.testing.processes import start_worker
 from tests.support.disposable_rabbit import DisposableRabbit
 from tests.support.ledger import Ledger
-from tests.support.processes import start_worker
 
 POOLS = ("default", "high_priority")
 

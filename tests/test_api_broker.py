@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from fleet.testing.broker import queue_depth
 from tests.support.api import ApiServer
-from tests.support.broker import queue_depth
 from tests.support.disposable_rabbit import DisposableRabbit
 
 BOUND = 5.0  # seconds: the limit for a 503 with the broker down

@@ -14,7 +14,7 @@ import redis
 
 from fleet.api.idempotency import IdempotencyStore, RedisStore, SQLStore, fingerprint, open_store, task_ids
 from fleet.settings import load_settings
-from tests.support.peers import free_port
+from fleet.testing.ports import free_port
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ from kombu import Connection, Producer
 
 from fleet.celery_app import FleetCelery
 from fleet.settings import Settings
+from fleet.testing.broker import drain
+from fleet.testing.processes import FleetProcess
 from queues import TASK_EXCHANGE
-from tests.support.broker import drain
-from tests.support.processes import FleetProcess
 
 pytestmark = pytest.mark.usefixtures("fleet_workers")
 

@@ -11,8 +11,8 @@ from kombu import Connection
 
 from fleet.celery_app import FleetCelery
 from fleet.schedule import beat_schedule
+from fleet.testing.broker import drain
 from queues import declare_topology
-from tests.support.broker import drain
 
 
 def test_production_schedule() -> None:

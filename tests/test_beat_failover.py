@@ -11,11 +11,11 @@ import requests
 from kombu import Connection
 
 from fleet.pools import beat_metrics_port
+from fleet.testing.broker import drain
+from fleet.testing.ports import free_port_block
+from fleet.testing.processes import FLEET, FleetProcess
 from queues import declare_topology
 from tests.support.beat_entries import TICK_EXPIRES, TICK_NAME, TICK_SECONDS
-from tests.support.broker import drain
-from tests.support.peers import free_port_block
-from tests.support.processes import FLEET, FleetProcess
 
 #: a takeover may make one run this much later than its interval (lock retry + tick period + a loaded machine)
 TAKEOVER_SLACK = 3.0

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from fleet.celery_app import FleetCelery
 from fleet.publish import publish_many
+from fleet.testing.processes import FLEET, FleetProcess, start_worker
 from tests.support.apps import app_for
 from tests.support.disposable_rabbit import DisposableRabbit
 from tests.support.ledger import Ledger
-from tests.support.processes import FLEET, FleetProcess, start_worker
 
 
 def _env_on(node: DisposableRabbit, base_env: dict[str, str], tmp_path: Path, **extra: str) -> dict[str, str]:

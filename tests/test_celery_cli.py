@@ -12,8 +12,8 @@ from celery.result import AsyncResult
 
 from fleet.celery_app import FleetCelery
 from fleet.pools import POOLS
+from fleet.testing.processes import FleetProcess
 from tests.support.peers import SMTPPeer
-from tests.support.processes import FleetProcess
 
 CELERY = str(Path(sys.executable).with_name("celery"))
 

@@ -19,13 +19,13 @@ import requests
 
 from fleet.pools import beat_metrics_port, metrics_port
 from fleet.publish import publish_many
+from fleet.testing.ports import free_port_block
+from fleet.testing.processes import FLEET, FleetProcess, start_worker
 from tests.support.api import ApiServer
 from tests.support.apps import app_for
 from tests.support.beat_entries import TICK_NAME
 from tests.support.disposable_rabbit import DisposableRabbit
 from tests.support.ledger import Ledger
-from tests.support.peers import free_port_block
-from tests.support.processes import FLEET, FleetProcess, start_worker
 from tests.support.rabbit_cluster import RabbitCluster
 
 #: the issue's bound for the API to accept tasks again after a node is lost

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from fleet.celery_app import FleetCelery
 from fleet.publish import publish_many
-from tests.support.broker import queue_depth
+from fleet.testing.broker import queue_depth
+from fleet.testing.processes import FLEET, FleetProcess, start_worker
 from tests.support.ledger import Ledger
-from tests.support.processes import FLEET, FleetProcess, start_worker
 
 
 def _wait_skipped(worker: FleetProcess, count: int, timeout: float = 30) -> None:

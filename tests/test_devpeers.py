@@ -16,8 +16,8 @@ import requests
 from fleet.devpeers import mail_dir
 from fleet.settings import load_settings
 from fleet.tasks.email import SMTPUnreachable, _connect
-from tests.support.peers import free_port
-from tests.support.processes import FLEET, FleetProcess
+from fleet.testing.ports import free_port
+from fleet.testing.processes import FLEET, FleetProcess
 from tests.support.supervised import clean_env
 
 

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fleet.celery_app import FleetCelery
-from tests.support.broker import queue_depth
+from fleet.testing.broker import queue_depth
+from fleet.testing.processes import FLEET, start_worker
 from tests.support.peers import HTTPPeer
-from tests.support.processes import FLEET, start_worker
 
 
 def _fleet(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

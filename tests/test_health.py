@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from fleet.testing.ports import free_port
+from fleet.testing.processes import FLEET, FleetProcess, start_worker
 from fleet.worker.health import NodeFiles, check, health_dir
-from tests.support.peers import free_port
-from tests.support.processes import FLEET, FleetProcess, start_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 CELERY = str(Path(sys.executable).with_name("celery"))

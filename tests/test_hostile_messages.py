@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 
 from fleet.celery_app import FleetCelery
 from fleet.pools import metrics_port
+from fleet.testing.ports import free_port_block
+from fleet.testing.processes import FleetProcess, start_worker
 from tests.support.apps import app_for
 from tests.support.hostile import HEALTHY_TASK, DeadLetters, Hostile, account, corpus, from_corpus, publish
 from tests.support.hostile_fuzz import hostile_messages
 from tests.support.metrics import wait_for_scrape
-from tests.support.peers import free_port_block
-from tests.support.processes import FleetProcess, start_worker
 
 
 def _healthy(app: FleetCelery, count: int) -> list[Any]:

@@ -25,12 +25,12 @@ from pathlib import Path
 import pytest
 
 from fleet.pools import POOLS
+from fleet.testing.broker import Vhost, queue_depth
+from fleet.testing.ports import free_port, free_port_block
+from fleet.testing.processes import FleetProcess
 from queues import WORK_QUEUES, dlq_name
 from routing import queue_for
 from tests.support.apps import app_for
-from tests.support.broker import Vhost, queue_depth
-from tests.support.peers import free_port, free_port_block
-from tests.support.processes import FleetProcess
 from tests.support.supervised import clean_env, wait_http_ok
 
 ROOT = Path(__file__).resolve().parent.parent

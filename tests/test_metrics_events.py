@@ -17,11 +17,12 @@ import requests
 
 from fleet.celery_app import FleetCelery
 from fleet.pools import get_pool
+from fleet.testing.ports import free_port
+from fleet.testing.processes import FLEET, FleetProcess, start_worker
 from fleet.worker.run import node_name
 from tests.support.apps import app_for
 from tests.support.metrics import private_fleet, wait_for_scrape
-from tests.support.peers import HTTPPeer, SMTPPeer, free_port
-from tests.support.processes import FLEET, FleetProcess, start_worker
+from tests.support.peers import HTTPPeer, SMTPPeer
 
 CELERY = str(Path(sys.executable).with_name("celery"))
 

@@ -17,11 +17,11 @@ from fleet.celery_app import FleetCelery
 from fleet.metrics.setup import node_directory
 from fleet.pools import get_pool, metrics_port
 from fleet.settings import load_settings
+from fleet.testing.processes import start_worker
 from fleet.worker.run import node_name
 from tests.support.apps import app_for
 from tests.support.metrics import Scrape, private_fleet, wait_for_scrape
 from tests.support.peers import HTTPPeer
-from tests.support.processes import start_worker
 
 SUCCEED, FAIL, RETRY_ONCE = 200, 50, 50  # 300 tasks
 CONCURRENCY, MAX_TASKS_PER_CHILD = 4, 5

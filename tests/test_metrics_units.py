@@ -11,12 +11,12 @@ from celery.utils.serialization import UnpickleableExceptionWrapper
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from fleet.deploy.prometheus import scrape_config, worker_targets
 from fleet.metrics import archive
 from fleet.metrics.fleet_status import pool_of
 from fleet.metrics.labels import OTHER, Labeler
-from fleet.metrics.prometheus import scrape_config, worker_targets
-from fleet.metrics.setup import MULTIPROC_ENV, MetricsSetupError
-from fleet.settings import ROOT
+from fleet.metrics.setup import MetricsSetupError
+from fleet.settings import MULTIPROC_ENV, ROOT
 
 pytestmark = pytest.mark.pure  # the fast tier: no service needed
 
@@ -103,9 +103,7 @@ def test_the_metrics_directory_must_be_set_before_the_worker_metrics_exist(monke
 
 def test_committed_scrape_config_is_the_render_of_the_pools() -> None:
     committed = (ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text()
-    assert committed == scrape_config(), (
-        "regenerate: python -m fleet.metrics.prometheus > deploy/prometheus/prometheus.yml"
-    )
+    assert committed == scrape_config(), "run `fleet render prometheus` and commit"
     targets = worker_targets(9808)
     ports = [int(address.rsplit(":", 1)[1]) for addresses in targets.values() for address in addresses]
     assert ports == list(range(9808, 9808 + len(ports))), "one port per worker process, none shared"

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from fleet.testing.processes import FLEET, FleetProcess, start_workers
 from fleet.worker.health import expected_replies, health_dir
 from tests.support.api import ApiServer
-from tests.support.processes import FLEET, FleetProcess, start_workers
 
 HOST = socket.gethostname()
 NODES = {f"default@{HOST}", f"email@{HOST}"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from fleet.testing.processes import start_worker
 from fleet.worker.parking import park_for
 from tests.support.apps import app_for
-from tests.support.processes import start_worker
 
 
 def test_park_for_never_parks_past_the_due_time() -> None:

@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 from fleet.celery_app import FleetCelery
+from fleet.testing.processes import start_worker
 from tests.support.peers import HTTPPeer
-from tests.support.processes import start_worker
 
 
 def test_later_higher_priority_message_runs_before_waiting_ones(

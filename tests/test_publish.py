@@ -10,10 +10,10 @@ from kombu import Connection
 
 from fleet.celery_app import FleetCelery
 from fleet.publish import PublishError, TaskMessages, publish_confirmed, publish_many
+from fleet.testing.broker import drain, queue_depth
 from queues import declare_topology
 from routing import UnknownQueueError, UnknownTaskError
 from tests.support.apps import app_for
-from tests.support.broker import drain, queue_depth
 
 #: headers that differ between two publishes of the same call by nature
 PER_MESSAGE = {"id", "root_id", "fleet_published_at", "eta", "expires"}

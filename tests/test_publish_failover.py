@@ -17,9 +17,9 @@ import pytest
 import requests
 
 from fleet.publish import publish_many
+from fleet.testing.broker import queue_depth
 from tests.support.api import ApiServer
 from tests.support.apps import app_for
-from tests.support.broker import queue_depth
 from tests.support.disposable_rabbit import DisposableRabbit
 
 PUBLISH_TIMEOUT = 3.0

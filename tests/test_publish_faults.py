@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from fleet.testing.processes import FleetProcess, start_worker
 from tests.support.api import ApiServer
 from tests.support.disposable_rabbit import DisposableRabbit
 from tests.support.ledger import Ledger
-from tests.support.processes import FleetProcess, start_worker
 
 PUBLISH_TIMEOUT = 2.0
 BOUND = PUBLISH_TIMEOUT + 0.5  # the contract: a 503 within FLEET_PUBLISH_TIMEOUT + 0.5 s

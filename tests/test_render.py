@@ -20,11 +20,12 @@ import pytest
 import yaml
 from supervisor.options import ServerOptions
 
-from fleet import pooltable, render
-from fleet.metrics.prometheus import API_JOB, BEAT_JOB, WORKERS_JOB
+from fleet.deploy import RENDERERS, files, k8s, pooltable, supervisor
+from fleet.deploy.prometheus import API_JOB, BEAT_JOB, WORKERS_JOB
+from fleet.deploy.values import VALUES
 from fleet.pools import POOLS, PoolSpec, beat_metrics_port, metrics_port
 from fleet.settings import Settings
-from tests.support.processes import FLEET
+from fleet.testing.processes import FLEET
 
 pytestmark = pytest.mark.pure  # the fast tier: no service needed
 
@@ -40,9 +41,9 @@ SETTINGS_ENV = {f.metadata["env"] for f in fields(Settings) if "env" in f.metada
 # -- committed = rendered ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("target", sorted(render.RENDERERS))
+@pytest.mark.parametrize("target", sorted(RENDERERS))
 def test_committed_files_equal_a_fresh_render(target: str) -> None:
-    assert render.drift(render.RENDERERS[target](), DEPLOY / target) == [], f"run `fleet render {target}` and commit"
+    assert files.drift(RENDERERS[target](), DEPLOY / target) == [], f"run `fleet render {target}` and commit"
 
 
 def test_readme_pool_table_equals_the_specs() -> None:
@@ -101,7 +102,7 @@ def programs(
     monkeypatch_module.setenv("FLEET_VAR_DIR", str(var))
     monkeypatch_module.setenv("FLEET_USER", getpass.getuser())
     options = ServerOptions()
-    options.realize(args=["-c", str(DEPLOY / "supervisor" / render.SUPERVISOR_FILE)])
+    options.realize(args=["-c", str(DEPLOY / "supervisor" / supervisor.SUPERVISOR_FILE)])
     (group,) = options.process_group_configs
     assert group.name == "fleet"
     found: dict[str, list] = {}
@@ -118,7 +119,7 @@ def _read_supervisor(file: str) -> ServerOptions:
 
 def test_development_config_adds_the_stand_ins_and_production_has_none(programs: dict[str, list], home: Path) -> None:
     """`make run` in development runs fleet.conf plus the SMTP sink and gateway; nothing else has them."""
-    groups = {group.name: group for group in _read_supervisor(render.SUPERVISOR_DEV_FILE).process_group_configs}
+    groups = {group.name: group for group in _read_supervisor(supervisor.SUPERVISOR_DEV_FILE).process_group_configs}
     assert set(groups) == {"fleet", "dev"}
     assert groups["dev"].priority < groups["fleet"].priority, "started first, stopped last"
     assert [p.name for p in groups["fleet"].process_configs] == [p.name for ps in programs.values() for p in ps]
@@ -126,19 +127,19 @@ def test_development_config_adds_the_stand_ins_and_production_has_none(programs:
         f"{home}/.venv/bin/fleet dev gateway",
         f"{home}/.venv/bin/fleet dev smtp",
     ]
-    assert "fleet dev" not in (DEPLOY / "supervisor" / render.SUPERVISOR_FILE).read_text()
+    assert "fleet dev" not in (DEPLOY / "supervisor" / supervisor.SUPERVISOR_FILE).read_text()
     assert not [p for p in (DEPLOY / "k8s").iterdir() if "fleet dev" in p.read_text() or "devpeers" in p.read_text()]
 
 
 def test_supervisord_drops_to_fleet_user_and_authenticates_its_socket(programs: dict[str, list]) -> None:
     """No CRIT at start: the user is stated, and the socket needs the per-installation password."""
-    from fleet.supervisor_auth import ensure_auth
+    from fleet.deploy.supervisor_auth import ensure_auth
 
     var = Path(os.environ["FLEET_VAR_DIR"])  # the programs fixture's
     ctl = ensure_auth(var)
     assert ctl.stat().st_mode & 0o777 == 0o600
     assert ensure_auth(var).read_text() == ctl.read_text(), "made once, kept across runs"
-    options = _read_supervisor(render.SUPERVISOR_FILE)
+    options = _read_supervisor(supervisor.SUPERVISOR_FILE)
     assert options.uid == os.getuid()
     (server,) = options.server_configs
     assert server["username"] == "fleet" and len(server["password"]) >= 24
@@ -166,7 +167,7 @@ def test_supervisor_pool_programs_follow_the_spec(programs: dict[str, list], spe
     for process in processes:
         assert process.stopsignal == 15, "TERM starts Celery's soft shutdown (fleet.worker.shutdown)"
         # derived from the soft shutdown, not the hard limit: a rollout does not wait 10 minutes
-        assert process.stopwaitsecs == spec.soft_shutdown_timeout + render.VALUES["stop_margin_s"]
+        assert process.stopwaitsecs == spec.soft_shutdown_timeout + VALUES.stop_margin_s
         assert process.stopwaitsecs < spec.time_limit
         assert process.stopasgroup is False, "a TERM to prefork children would kill running tasks"
         assert process.killasgroup is True, "a late KILL must not leave children behind"
@@ -239,17 +240,17 @@ def _cores(quantity: str) -> float:
 
 @pytest.mark.parametrize("spec", POOLS.values(), ids=list(POOLS))
 def test_worker_deployment_matches_the_pool_spec(spec: PoolSpec) -> None:
-    deployment = _find("Deployment", render.worker_name(spec))
+    deployment = _find("Deployment", k8s.worker_name(spec))
     pod = deployment["spec"]["template"]["spec"]
     container = _container(deployment)
     assert container["command"] == ["fleet", "worker", spec.name], "exec form, the worker as PID 1"
     assert deployment["spec"]["replicas"] == spec.replicas
-    memory = spec.concurrency * spec.memory_mb + render.VALUES["k8s"]["main_process_memory_mb"]
+    memory = spec.concurrency * spec.memory_mb + VALUES.k8s.main_process_memory_mb
     resources = container["resources"]
     assert _mebibytes(resources["limits"]["memory"]) == _mebibytes(resources["requests"]["memory"]) == memory
     assert _cores(resources["requests"]["cpu"]) == spec.cpu
     assert _cores(resources["limits"]["cpu"]) >= spec.cpu
-    assert pod["terminationGracePeriodSeconds"] == render.stop_wait(spec) > spec.soft_shutdown_timeout
+    assert pod["terminationGracePeriodSeconds"] == supervisor.stop_wait(spec) > spec.soft_shutdown_timeout
     assert container["livenessProbe"]["exec"]["command"] == ["fleet", "health", "--liveness"]
     assert container["startupProbe"]["exec"]["command"] == ["fleet", "health", "--liveness"]
     assert container["readinessProbe"]["exec"]["command"] == ["fleet", "health", "--readiness"]
@@ -263,7 +264,7 @@ def test_every_pod_is_hardened(deployment: dict[str, Any]) -> None:
     pod = deployment["spec"]["template"]["spec"]
     container = _container(deployment)
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["runAsUser"] == render.VALUES["k8s"]["uid"] != 0
+    assert pod["securityContext"]["runAsUser"] == VALUES.k8s.uid != 0
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["automountServiceAccountToken"] is False
     security = container["securityContext"]
@@ -272,13 +273,13 @@ def test_every_pod_is_hardened(deployment: dict[str, Any]) -> None:
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {"/tmp", "/var/lib/fleet", "/var/lib/fleet/metrics"} <= mounts
     assert all("emptyDir" in volume for volume in pod["volumes"])
-    assert container["image"] == render.VALUES["k8s"]["image"]
+    assert container["image"] == VALUES.k8s.image
     assert container["command"][0] == "fleet" and isinstance(container["command"], list)
 
 
 @pytest.mark.parametrize("spec", POOLS.values(), ids=list(POOLS))
 def test_keda_scales_each_pool_on_its_queue(spec: PoolSpec) -> None:
-    name = render.worker_name(spec)
+    name = k8s.worker_name(spec)
     scaled = _find("ScaledObject", name)["spec"]
     grace = _find("Deployment", name)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert scaled["scaleTargetRef"] == {"name": name}
@@ -319,7 +320,7 @@ def test_api_beat_and_monitoring() -> None:
     assert beats[0]["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, "a beat stays up during a rollout"
     assert "topologySpreadConstraints" in beats[0]["spec"]["template"]["spec"], "on different nodes"
     beat_port = _container(beats[0])["ports"][0]
-    assert beat_port["containerPort"] == beat_metrics_port(render.VALUES["metrics_port"])
+    assert beat_port["containerPort"] == beat_metrics_port(VALUES.metrics_port)
     monitor = _find("PodMonitor", "fleet")["spec"]
     endpoints = {endpoint["port"]: endpoint for endpoint in monitor["podMetricsEndpoints"]}
     assert endpoints["metrics"].items() >= {"path": "/metrics", "interval": "15s", "honorLabels": True}.items()
@@ -353,7 +354,7 @@ def test_dockerfile_runs_fleet_as_non_root_in_exec_form_without_build_secrets() 
     lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
     instructions = [line for line in lines if line and not line.startswith("#")]
     users = [line.split()[1] for line in instructions if line.startswith("USER ")]
-    assert users and users[-1].split(":")[0] == str(render.VALUES["k8s"]["uid"]) != "0"
+    assert users and users[-1].split(":")[0] == str(VALUES.k8s.uid) != "0"
     for keyword in ("ENTRYPOINT", "CMD"):
         (line,) = [i for i in instructions if i.startswith(f"{keyword} ")]
         assert isinstance(json.loads(line.removeprefix(keyword)), list), f"{keyword} in exec form"
@@ -363,6 +364,15 @@ def test_dockerfile_runs_fleet_as_non_root_in_exec_form_without_build_secrets() 
     build_args = " ".join(i for i in instructions if i.startswith(("ARG ", "ENV ")))
     assert not re.search(r"PASSWORD|TOKEN|SECRET|BROKER_URL|KEY", build_args, re.I), build_args
     assert not any("--mount=type=secret" in i or ".env" in i.split() for i in instructions)
+
+
+def test_dockerfile_states_the_values_uid_var_dir_and_ports() -> None:
+    """The Dockerfile cannot import the values, so it is held to them here."""
+    text = (ROOT / "Dockerfile").read_text()
+    uid, var_dir = VALUES.k8s.uid, VALUES.k8s.var_dir
+    assert f"USER {uid}:{uid}" in text and f"--uid {uid} --gid {uid}" in text and f"--gid {uid} fleet" in text
+    assert f"FLEET_VAR_DIR={var_dir}" in text and f"WORKDIR {var_dir}" in text
+    assert f"EXPOSE {VALUES.api_port} {VALUES.metrics_port}" in text
 
 
 def test_the_image_build_context_makes_a_complete_fleet_wheel(tmp_path: Path) -> None:
@@ -390,3 +400,21 @@ def test_the_image_build_context_makes_a_complete_fleet_wheel(tmp_path: Path) ->
     modules = {str(p.relative_to(ROOT)) for p in (ROOT / "fleet").rglob("*.py") if "__pycache__" not in p.parts}
     assert modules | {"app.py", "queues.py", "routing.py"} <= names, sorted(modules - names)
     assert "fleet = fleet.cli:main" in entry_points
+
+
+# -- Prometheus ----------------------------------------------------------------------------------------------------
+
+
+def test_every_queue_has_an_slo_record_and_every_pool_an_absent_check() -> None:
+    """A queue added to queues.py and a pool spec is watched like the others, with no rule file edit."""
+    from fleet.deploy.alerts import alert_rules
+    from queues import WORK_QUEUES
+
+    groups = yaml.safe_load(alert_rules())["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    slos = {rule["labels"]["queue"]: rule["expr"] for rule in rules if rule.get("record")}
+    assert list(slos) == list(WORK_QUEUES)
+    for spec in POOLS.values():
+        assert all(slos[queue] == f"vector({spec.queue_wait_slo_s})" for queue in spec.queues)
+    (absent,) = [rule["expr"] for rule in rules if rule.get("alert") == "FleetPoolAbsent"]
+    assert re.findall(r'pool="([^"]+)"', absent) == list(POOLS)

@@ -13,8 +13,8 @@ import redis
 
 from fleet.api.accepted import open_accepted
 from fleet.settings import load_settings
+from fleet.testing.processes import start_worker
 from tests.support.apps import app_for
-from tests.support.processes import start_worker
 
 CELERY = str(Path(sys.executable).with_name("celery"))
 

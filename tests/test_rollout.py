@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from fleet import render
 from fleet.celery_app import FleetCelery
+from fleet.deploy.supervisor import stop_wait
 from fleet.pools import PoolError, get_pool, with_overrides
 from fleet.publish import publish_many
 from fleet.settings import load_settings
+from fleet.testing.processes import start_worker
 from fleet.worker.run import resolve_pool
 from tests.support.ledger import Ledger
-from tests.support.processes import start_worker
 
 SOFT_SHUTDOWN_S = 4
 #: longer than the whole stop may take, so a stop that waited for them would show
@@ -28,7 +28,7 @@ def test_term_mid_load_stops_within_the_soft_shutdown_bound_and_loses_nothing(
 ) -> None:
     env = {**private_env, "FLEET_POOL_DEFAULT_SOFT_SHUTDOWN_TIMEOUT": str(SOFT_SHUTDOWN_S)}
     spec = resolve_pool("default", load_settings(env))
-    bound = render.stop_wait(spec)  # what supervisor's stopwaitsecs and Kubernetes' grace period allow
+    bound = stop_wait(spec)  # what supervisor's stopwaitsecs and Kubernetes' grace period allow
     assert spec.soft_shutdown_timeout == SOFT_SHUTDOWN_S and bound < LONG_TASK_S
 
     worker = start_worker("default", env, log_dir)

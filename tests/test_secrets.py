@@ -6,9 +6,9 @@ import secrets
 from pathlib import Path
 from urllib.parse import quote, unquote
 
+from fleet.testing.broker import rabbitmqctl
+from fleet.testing.processes import start_worker
 from tests.support.apps import app_for
-from tests.support.broker import rabbitmqctl
-from tests.support.processes import start_worker
 
 
 def test_passwords_stay_out_of_worker_logs(private_env: dict[str, str], log_dir: Path) -> None:

@@ -19,9 +19,9 @@ import pytest
 import requests
 
 from fleet.celery_app import FleetCelery
+from fleet.testing.processes import FleetProcess
 from tests.support.api import ApiServer
 from tests.support.peers import HTTPPeer, SMTPPeer
-from tests.support.processes import FleetProcess
 
 #: The guides poll at human speed; this is the poll the issue names for PROGRESS to be visible.
 POLL = 0.3

@@ -11,7 +11,7 @@ from celery.states import READY_STATES
 from fleet.celery_app import FleetCelery
 from fleet.retries import backoff_delay
 from fleet.tasks.workflows import etl_pipeline, fetch_all, parallel_etl
-from tests.support.broker import drain
+from fleet.testing.broker import drain
 from tests.support.peers import HTTPPeer, SMTPPeer
 
 pytestmark = pytest.mark.usefixtures("fleet_workers")

@@ -8,8 +8,8 @@ import time
 import pytest
 from kombu import Connection, Producer
 
+from fleet.testing.broker import Vhost, drain, rabbitmqctl
 from queues import DELAY_EXCHANGE, DELAY_HEADER, DELAY_SECONDS, WORK_QUEUES, declare_topology, dlq_name
-from tests.support.broker import Vhost, drain, rabbitmqctl
 
 
 def _queues(vhost: Vhost) -> dict[str, dict]:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from fleet.settings import SettingsError, load_settings
+from fleet.testing.broker import Vhost, drain
+from fleet.testing.processes import FLEET
 from fleet.transport import normalize_broker_url
-from tests.support.broker import Vhost, drain
-from tests.support.processes import FLEET
 
 #: importable, so kombu would pick it for amqp:// URLs; any real use fails loudly
 STAND_IN = '''

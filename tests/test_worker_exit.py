@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.broker import Vhost, rabbitmqctl
-from tests.support.peers import free_port_block
-from tests.support.processes import FLEET, FleetProcess, start_worker
+from fleet.testing.broker import Vhost, rabbitmqctl
+from fleet.testing.ports import free_port_block
+from fleet.testing.processes import FLEET, FleetProcess, start_worker
 
 CELERY = str(Path(sys.executable).with_name("celery"))
 

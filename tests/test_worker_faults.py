@@ -11,9 +11,9 @@ import redis
 from celery.exceptions import TimeLimitExceeded
 
 from fleet.celery_app import FleetCelery
-from tests.support.broker import drain
+from fleet.testing.broker import drain
+from fleet.testing.processes import start_worker
 from tests.support.ledger import REDIS_URL, Ledger
-from tests.support.processes import start_worker
 
 
 def test_child_killed_mid_task_is_retried_and_completes(

@@ -23,8 +23,8 @@ import requests
 from bench.harness import Bench, median_of, purge, say
 from bench.scenarios.fleet import fleet_app
 from fleet.settings import load_settings
-from tests.support.broker import queue_depth
-from tests.support.peers import free_port
+from fleet.testing.broker import queue_depth
+from fleet.testing.ports import free_port
 
 CONNECTIONS = 16
 WRK_THREADS = 2

@@ -15,7 +15,7 @@ from typing import Any
 from bench.harness import Bench, percentile, say
 from bench.probe import Probe, Run
 from bench.scenarios.fleet import fleet_app, fleet_publisher
-from tests.support.broker import queue_depth
+from fleet.testing.broker import queue_depth
 
 FLOODED = ("email", "reports", "default")
 POOLS = ("high_priority", *FLOODED)

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from flask import Response
 from sqlalchemy import Column, Engine, Float, MetaData, String, Table, create_engine, delete, event, select
 
+from fleet.api.schemas import TASK_ID_MAX
 from fleet.settings import Settings
 
 logger = logging.getLogger("fleet.api")
@@ -55,7 +56,7 @@ class SQLAcceptedIds:
         self.table = Table(
             TABLE,
             MetaData(),
-            Column("task_id", String(155), primary_key=True),
+            Column("task_id", String(TASK_ID_MAX), primary_key=True),
             Column("expires_at", Float, nullable=False, index=True),
         )
         self._engine: Engine | None = None

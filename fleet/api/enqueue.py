@@ -27,15 +27,19 @@ from kombu import Producer
 from fleet.api.body import field_error, raw_body
 from fleet.api.errors import ApiError, unavailable
 from fleet.api.idempotency import Record, fingerprint, task_ids
-from fleet.api.schemas import Accepted, BatchAccepted, PublishOptions, TaskRequest
+from fleet.api.schemas import (
+    IDEMPOTENCY_HEADER,
+    IDEMPOTENCY_KEY_MAX,
+    Accepted,
+    BatchAccepted,
+    PublishOptions,
+    TaskRequest,
+)
 from fleet.api.state import ApiState, api_state
 from fleet.canvas import capture, fix_ids
 from fleet.metrics.api import api_metrics, task_label
 from fleet.publish import MIN_STEP, BrokerUnavailable, TaskMessages, publish_confirmed, publish_one
 from routing import UnknownQueueError, UnknownTaskError, resolve_queue
-
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-IDEMPOTENCY_KEY_MAX = 255
 
 
 def status_url(task_id: str) -> str:

@@ -15,6 +15,7 @@ from fleet.api.accepted import remembered
 from fleet.api.body import field_error, json_object, validated
 from fleet.api.enqueue import enqueue, enqueue_batch, enqueue_signature, idempotent
 from fleet.api.schemas import (
+    ID_MAX,
     BatchRequest,
     EtlRequest,
     GenerateReportRequest,
@@ -31,8 +32,7 @@ from fleet.tasks.workflows import etl_pipeline, parallel_etl
 from routing import queue_for
 
 bp = Blueprint("tasks", __name__)
-#: Path ids are 32-bit: larger numbers are not ids anyone has.
-ID = "int(max=2147483647)"
+ID = f"int(max={ID_MAX})"
 NO_OPTIONS = PublishOptions()
 
 

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, Text, create_engine, delete, select
 from sqlalchemy import update as sql_update
 
+from fleet.api.schemas import IDEMPOTENCY_KEY_MAX
 from fleet.messages import derived_ids
 from fleet.settings import Settings
 
@@ -91,7 +92,7 @@ class SQLStore:
         self.table = Table(
             TABLE,
             self.metadata,
-            Column("key", String(255), primary_key=True),
+            Column("key", String(IDEMPOTENCY_KEY_MAX), primary_key=True),
             Column("fingerprint", String(64), nullable=False),
             Column("expires_at", Float, nullable=False, index=True),
             Column("status", Integer, nullable=True),

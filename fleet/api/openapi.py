@@ -1,17 +1,20 @@
 """The OpenAPI 3.1 description of every endpoint, generated from the pydantic schemas.
 
-The operation table below is the one list of what the API serves; a test
-checks it against Flask's URL map, so a route cannot go undocumented.
+The operation table below says what each endpoint (Flask's ``blueprint.view``) answers; its
+path and path parameters come from the app's URL map, so a route is stated once, where it is
+registered. A test checks every route has an operation, so none goes undocumented.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
-from pydantic import BaseModel
+from flask import Blueprint, Response, current_app, jsonify
+from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from fleet.api import schemas as s
@@ -20,8 +23,8 @@ from fleet.api.state import api_state
 
 bp = Blueprint("openapi", __name__)
 
-ID_SCHEMA = {"type": "integer", "minimum": 0, "maximum": 2147483647}
-TASK_ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 155}
+ID_SCHEMA = TypeAdapter(s.Id).json_schema()
+TASK_ID_SCHEMA = TypeAdapter(s.TaskId).json_schema()
 JSON_ERRORS = (400, 401, 409, 413, 415, 422, 503)
 STATUS_TEXT = {
     200: "OK",
@@ -40,7 +43,8 @@ STATUS_TEXT = {
 @dataclass(frozen=True)
 class Operation:
     method: str
-    path: str
+    #: Flask's endpoint, ``blueprint.view``: the path is the one the view is registered under
+    endpoint: str
     summary: str
     tag: str
     body: type[BaseModel] | None = None
@@ -50,41 +54,39 @@ class Operation:
     also_ok: tuple[int, ...] = ()
     answer: type[BaseModel] | None = None
     errors: tuple[int, ...] = (401, 503)
-    path_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     open: bool = False
     idempotent: bool = False
     content_type: str = "application/json"
 
 
-def _enqueue(path: str, summary: str, body: type[BaseModel], required: bool = True, **params: Any) -> Operation:
+def _enqueue(
+    endpoint: str, summary: str, body: type[BaseModel], required: bool = True, by_id: bool = False
+) -> Operation:
     return Operation(
         "post",
-        path,
+        endpoint,
         summary,
         "enqueue",
         body=body,
         body_required=required,
         ok=202,
         answer=s.Accepted,
-        errors=JSON_ERRORS + ((404,) if params or body is s.TaskRequest else ()),
-        path_params=params,
+        errors=JSON_ERRORS + ((404,) if by_id or body is s.TaskRequest else ()),
         idempotent=True,
     )
 
 
-def _by_task_id(method: str, path: str, summary: str, answer: type[BaseModel], **more: Any) -> Operation:
+def _by_task_id(method: str, endpoint: str, summary: str, answer: type[BaseModel], **more: Any) -> Operation:
     ok = 202 if method == "post" else 200
     more.setdefault("errors", (401, 404, 422, 503))
-    return Operation(
-        method, path, summary, "status", ok=ok, answer=answer, path_params={"task_id": TASK_ID_SCHEMA}, **more
-    )
+    return Operation(method, endpoint, summary, "status", ok=ok, answer=answer, **more)
 
 
 OPERATIONS: tuple[Operation, ...] = (
-    _enqueue("/api/tasks", "Enqueue any registered public task by name", s.TaskRequest),
+    _enqueue("tasks.create_task", "Enqueue any registered public task by name", s.TaskRequest),
     Operation(
         "post",
-        "/run-task",
+        "tasks.run_task",
         'Guide 000: {"duration": n} runs tasks.long_running_task (answers status "Task started"); '
         '{"task": ...} is POST /api/tasks',
         "enqueue",
@@ -97,7 +99,7 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "post",
-        "/api/tasks/batch",
+        "tasks.create_batch",
         "Enqueue many tasks; 202 once RabbitMQ confirmed every one",
         "enqueue",
         body=s.BatchRequest,
@@ -106,27 +108,25 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=JSON_ERRORS,
         idempotent=True,
     ),
-    _enqueue("/api/send-email", "Send one email", s.SendEmailRequest),
-    _enqueue("/api/send-bulk-emails", "Send one email per recipient", s.SendBulkEmailsRequest),
+    _enqueue("tasks.send_email", "Send one email", s.SendEmailRequest),
+    _enqueue("tasks.send_bulk_emails", "Send one email per recipient", s.SendBulkEmailsRequest),
     _enqueue(
-        "/api/process-data/{data_id}",
+        "tasks.process_data",
         "Process a data set (reports PROGRESS)",
         s.ProcessDataRequest,
         False,
-        data_id=ID_SCHEMA,
+        by_id=True,
     ),
-    _enqueue("/api/generate-report", "Generate a CSV report", s.GenerateReportRequest),
-    _enqueue(
-        "/api/etl/single/{source_id}", "Run the ETL chain for one source", s.EtlRequest, False, source_id=ID_SCHEMA
-    ),
-    _enqueue("/api/etl/parallel", "Run the ETL chain per source in parallel, then aggregate", s.ParallelEtlRequest),
-    _by_task_id("get", "/api/task-status/{task_id}", "A task's state, progress, result or error", s.TaskStatus),
+    _enqueue("tasks.generate_report", "Generate a CSV report", s.GenerateReportRequest),
+    _enqueue("tasks.etl_single", "Run the ETL chain for one source", s.EtlRequest, False, by_id=True),
+    _enqueue("tasks.etl_parallel", "Run the ETL chain per source in parallel, then aggregate", s.ParallelEtlRequest),
+    _by_task_id("get", "status.task_status", "A task's state, progress, result or error", s.TaskStatus),
     _by_task_id(
-        "get", "/task-status/{task_id}", "Guide 000's shape: status is the state, result the value", s.RunTaskStatus
+        "get", "status.run_task_status", "Guide 000's shape: status is the state, result the value", s.RunTaskStatus
     ),
     _by_task_id(
         "post",
-        "/api/task-cancel/{task_id}",
+        "status.task_cancel",
         "Cancel: a queued task never runs; terminate stops a running one (prefork); 200 if already finished",
         s.CancelAccepted,
         also_ok=(200,),
@@ -135,24 +135,24 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=(400, 401, 404, 409, 413, 415, 422, 503),
     ),
     Operation(
-        "get", "/api/monitoring/workers", "Workers with active, reserved, concurrency", "monitoring", answer=s.Workers
+        "get", "monitoring.workers", "Workers with active, reserved, concurrency", "monitoring", answer=s.Workers
     ),
-    Operation(
-        "get", "/api/monitoring/queues", "Ready, consumers and dead letters per queue", "monitoring", answer=s.Queues
-    ),
+    Operation("get", "monitoring.queues", "Ready, consumers and dead letters per queue", "monitoring", answer=s.Queues),
     Operation(
         "get",
-        "/api/monitoring/health",
+        "monitoring.health",
         "200 when the broker answers and a worker replies, else 503",
         "monitoring",
         answer=s.MonitoringHealth,
         errors=(503,),
         open=True,
     ),
-    Operation("get", "/healthz", "Liveness: the process serves", "probes", answer=s.Health, errors=(), open=True),
-    Operation("get", "/readyz", "Readiness: RabbitMQ answers", "probes", answer=s.Health, errors=(503,), open=True),
-    Operation("get", "/metrics", "Prometheus metrics", "probes", errors=(), open=True, content_type="text/plain"),
-    Operation("get", "/api/openapi.json", "This document", "probes", errors=(401,)),
+    Operation("get", "health.healthz", "Liveness: the process serves", "probes", answer=s.Health, errors=(), open=True),
+    Operation(
+        "get", "health.readyz", "Readiness: RabbitMQ answers", "probes", answer=s.Health, errors=(503,), open=True
+    ),
+    Operation("get", "health.metrics", "Prometheus metrics", "probes", errors=(), open=True, content_type="text/plain"),
+    Operation("get", "openapi.openapi_json", "This document", "probes", errors=(401,)),
 )
 
 
@@ -200,24 +200,57 @@ def _responses(op: Operation) -> dict[str, Any]:
     return responses
 
 
-def _operation(op: Operation) -> dict[str, Any]:
+#: Flask's ``<converter(args):name>`` in a rule
+_RULE_ARGUMENT = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
+#: what a path parameter takes, by its Flask converter (the int converter's bound is ID_MAX)
+_CONVERTER_SCHEMAS = {"int": ID_SCHEMA, None: TASK_ID_SCHEMA}
+
+
+@dataclass(frozen=True)
+class Route:
+    """A registered route as OpenAPI states it: ``/x/{id}`` and each parameter's schema."""
+
+    method: str
+    endpoint: str
+    path: str
+    params: tuple[tuple[str, str | None], ...]  # (name, Flask converter)
+
+
+def routes(rules: Iterable[Any]) -> tuple[Route, ...]:
+    """The routes of Flask rules (``app.url_map.iter_rules()``), without HEAD and OPTIONS."""
+    found = []
+    for rule in rules:
+        path = _RULE_ARGUMENT.sub(lambda m: "{" + m.group(2) + "}", rule.rule)
+        params = tuple((m.group(2), m.group(1)) for m in _RULE_ARGUMENT.finditer(rule.rule))
+        found += [Route(m.lower(), rule.endpoint, path, params) for m in sorted(rule.methods - {"HEAD", "OPTIONS"})]
+    return tuple(found)
+
+
+def documented(served: Iterable[Route]) -> list[tuple[Operation, Route]]:
+    """Each operation with its route; an operation whose endpoint is not served is a KeyError."""
+    by_endpoint = {(route.method, route.endpoint): route for route in served}
+    return [(op, by_endpoint[op.method, op.endpoint]) for op in OPERATIONS]
+
+
+def _operation(op: Operation, route: Route) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        "operationId": f"{op.method}_{op.path.strip('/').replace('/', '_').replace('{', '').replace('}', '')}",
+        "operationId": f"{op.method}_{route.path.strip('/').replace('/', '_').replace('{', '').replace('}', '')}",
         "summary": op.summary,
         "tags": [op.tag],
         "responses": _responses(op),
     }
     parameters = [
-        {"name": name, "in": "path", "required": True, "schema": schema} for name, schema in op.path_params.items()
+        {"name": name, "in": "path", "required": True, "schema": _CONVERTER_SCHEMAS[converter]}
+        for name, converter in route.params
     ]
     if op.idempotent:
         parameters.append(
             {
-                "name": "Idempotency-Key",
+                "name": s.IDEMPOTENCY_HEADER,
                 "in": "header",
                 "required": False,
                 "description": "Retrying with the same key returns the first answer instead of enqueueing again.",
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"},
+                "schema": TypeAdapter(s.IdempotencyKey).json_schema(),
             }
         )
     if parameters:
@@ -230,11 +263,12 @@ def _operation(op: Operation) -> dict[str, Any]:
 
 
 @cache
-def document(task_names: tuple[str, ...], max_delay: float) -> dict[str, Any]:
-    """The document for a fleet registering ``task_names`` and capping delays at ``max_delay`` seconds."""
+def document(task_names: tuple[str, ...], max_delay: float, served: tuple[Route, ...]) -> dict[str, Any]:
+    """The document for a fleet serving ``served``, registering ``task_names`` and capping delays at
+    ``max_delay`` seconds."""
     paths: dict[str, dict[str, Any]] = {}
-    for op in OPERATIONS:
-        paths.setdefault(op.path, {})[op.method] = _operation(op)
+    for op, route in documented(served):
+        paths.setdefault(route.path, {})[op.method] = _operation(op, route)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -259,4 +293,5 @@ def document(task_names: tuple[str, ...], max_delay: float) -> dict[str, Any]:
 @bp.get("/api/openapi.json")
 def openapi_json() -> Response:
     state = api_state()
-    return jsonify(document(tuple(sorted(state.public_tasks)), state.settings.api_max_delay))
+    served = routes(current_app.url_map.iter_rules())
+    return jsonify(document(tuple(sorted(state.public_tasks)), state.settings.api_max_delay, served))

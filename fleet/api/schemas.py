@@ -29,7 +29,7 @@ from fleet.tasks.data import STEP_DELAY
 from fleet.tasks.email import DEFAULT_BODY, DEFAULT_SUBJECT
 from fleet.tasks.examples import DEFAULT_DURATION
 from fleet.tasks.reports import REPORT_TYPES
-from queues import WORK_QUEUES
+from queues import MAX_PRIORITY, WORK_QUEUES
 
 
 def _integral(value: Any) -> Any:
@@ -64,8 +64,19 @@ Text = Annotated[str, StringConstraints(max_length=100_000)]
 SafeInt = Annotated[int, Interval(ge=-(2**53), le=2**53), BeforeValidator(_integral)]
 #: Datetimes arrive as ISO 8601 strings, so this one field is validated in lax mode.
 Timestamp = Annotated[AwareDatetime, Field(strict=False)]
-#: Any id Celery can store (its result tables hold up to 155 characters).
-TaskId = Annotated[str, StringConstraints(min_length=1, max_length=155)]
+#: Celery's result tables hold task ids of up to this many characters (so do fleet's own tables).
+TASK_ID_MAX = 155
+#: Any id Celery can store.
+TaskId = Annotated[str, StringConstraints(min_length=1, max_length=TASK_ID_MAX)]
+#: Path and source ids are 32-bit: larger numbers are not ids anyone has.
+ID_MAX = 2**31 - 1
+Id = Annotated[int, Interval(ge=0, le=ID_MAX), BeforeValidator(_integral)]
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_KEY_MAX = 255
+#: What the API takes as an Idempotency-Key: printable ASCII, no space at either end (headers are stripped).
+IdempotencyKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=IDEMPOTENCY_KEY_MAX, pattern=r"^[!-~]([ -~]*[!-~])?$")
+]
 
 
 def _no_default(schema: dict[str, Any]) -> None:
@@ -91,7 +102,9 @@ class PublishOptions(Request):
     """Per-call overrides, as ``apply_async`` takes them."""
 
     queue: QueueName | None = Field(None, description="Override the queue routing.py chooses.")
-    priority: Integer | None = Field(None, ge=0, le=10, description="0 (lowest) to 10; honoured on high_priority.")
+    priority: Integer | None = Field(
+        None, ge=0, le=MAX_PRIORITY, description=f"0 (lowest) to {MAX_PRIORITY}; honoured on high_priority."
+    )
     countdown: float | None = Field(None, ge=0, description="Seconds to wait before running (FLEET_API_MAX_DELAY).")
     eta: Timestamp | None = Field(None, description="When to run, ISO 8601 with a time zone.")
     expires: float | None = Field(None, gt=0, le=30 * 86400, description="Seconds after which it is discarded.")
@@ -181,9 +194,7 @@ class EtlRequest(Request):
 
 
 class ParallelEtlRequest(EtlRequest):
-    source_ids: list[Annotated[int, Interval(ge=0, le=2**31 - 1), BeforeValidator(_integral)]] = Field(
-        min_length=1, max_length=100
-    )
+    source_ids: list[Id] = Field(min_length=1, max_length=100)
 
 
 # -- responses -----------------------------------------------------------------

@@ -20,9 +20,8 @@ import shutil
 import sys
 from typing import Any
 
-from fleet.settings import Settings, load_settings
+from fleet.settings import MULTIPROC_ENV, Settings, load_settings
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable; set for gunicorn, never read here
 #: gunicorn's largest request line (its default is 4094); longer ones get the JSON 414 below.
 LIMIT_REQUEST_LINE = 8190
 #: bytes per header line (gunicorn's default 8190): room for long bearer tokens and trace headers.

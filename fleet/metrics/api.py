@@ -21,8 +21,8 @@ from typing import NamedTuple
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, values
 
 from fleet.metrics.archive import ArchivingMultiProcessCollector
+from fleet.metrics.labels import OTHER
 
-OTHER = "other"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 PUBLISH_KINDS = ("task", "workflow", "batch", "revoke")
 FAILURE_REASONS = ("unavailable",)

@@ -28,11 +28,10 @@ from celery.worker import state
 
 from fleet.metrics import stamp
 from fleet.pools import POOLS, PoolError, PoolSpec, metrics_port
-from fleet.settings import Settings
+from fleet.settings import MULTIPROC_ENV, Settings
 
 logger = logging.getLogger("fleet.metrics")
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 TICK_SECONDS = 1.0
 CUSTOM_POOL = "custom"
 

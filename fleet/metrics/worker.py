@@ -21,8 +21,9 @@ from celery import signals
 from prometheus_client import Counter, Gauge, Histogram
 
 from fleet.metrics.labels import OTHER, Labeler
-from fleet.metrics.setup import MULTIPROC_ENV, MetricsSetupError
+from fleet.metrics.setup import MetricsSetupError
 from fleet.metrics.stamp import PUBLISHED_AT_HEADER
+from fleet.settings import MULTIPROC_ENV
 from fleet.worker.protocol import REASONS as REJECT_REASONS
 
 TASK = ("queue", "task")

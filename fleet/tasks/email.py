@@ -96,7 +96,7 @@ def send_bulk_emails(
     ids = derived_ids(self.request.id or str(uuid.uuid4()))
     for start in range(0, total, FANOUT_CHUNK):
         chunk = recipients[start : start + FANOUT_CHUNK]
-        calls = [("tasks.send_email", (to, subject, body), {}, {"task_id": next(ids)}) for to in chunk]
+        calls = [(send_email.name, (to, subject, body), {}, {"task_id": next(ids)}) for to in chunk]
         task_ids += publish_many(self.app, calls)
         report_progress(self, len(task_ids), total)
     return {"status": "completed", "total": total, "sent": len(task_ids), "failed": [], "task_ids": task_ids}

@@ -13,6 +13,7 @@ from fleet.http import request_json
 from fleet.messages import derived_ids
 from fleet.publish import publish_many
 from fleet.settings import Settings
+from fleet.tasks.email import send_email
 from fleet.tasks.reports import dated_report
 
 
@@ -64,6 +65,6 @@ def send_weekly_digest(self: Task) -> dict[str, Any]:
     subject = f"fleet weekly digest {week.year}-W{week.week:02d}"
     body = "Your weekly digest: reports and processed data are available from the fleet API."
     ids = derived_ids(self.request.id or str(uuid.uuid4()))  # a run again republishes the same emails, each sent once
-    calls = [("tasks.send_email", (to, subject, body), {}, {"task_id": next(ids)}) for to in settings.digest_recipients]
+    calls = [(send_email.name, (to, subject, body), {}, {"task_id": next(ids)}) for to in settings.digest_recipients]
     task_ids = publish_many(self.app, calls)
     return {"status": "queued", "recipients": len(task_ids), "task_ids": task_ids}

@@ -1,4 +1,9 @@
-"""A live ``fleet api`` (gunicorn) for tests, and a client that talks to it over real HTTP."""
+"""The API under test: a live ``fleet api`` (gunicorn) over real HTTP, or the Flask app in process.
+
+:class:`ApiServer` is for what needs gunicorn and a broker (publishing, 503s, gunicorn's own
+414/431); :func:`pure_api` is the same app through Flask's test client with a
+:class:`RecordingPublisher`, for validation and error shapes in the fast tier (no service).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
-from tests.support.peers import free_port
-from tests.support.processes import FLEET, FleetProcess
+from app import create_app
+from fleet.api.schemas import Error
+from fleet.settings import load_settings
+from fleet.testing.ports import free_port
+from fleet.testing.processes import FLEET, FleetProcess
 
 
 class ApiServer:
@@ -83,3 +93,65 @@ class ApiServer:
                 return body
             time.sleep(0.05)
         raise AssertionError(f"{task_id} did not reach {states} within {timeout}s; last: {body}")
+
+
+# -- in process ------------------------------------------------------------------------
+
+
+#: Nothing listens on port 1: a pure test that reached for the broker would fail, not publish.
+UNREACHABLE_BROKER = "amqp://guest:guest@127.0.0.1:1//"
+
+
+class RecordingPublisher:
+    """Stands in for fleet.publish.Publisher: records each publish it is asked for, sends nothing."""
+
+    def __init__(self) -> None:
+        self.sends: list[Any] = []
+
+    def run(self, send: Any, timeout: float | None = None) -> None:
+        self.sends.append(send)
+
+
+class PureApi:
+    """The Flask app in process with a recording publisher, and the bearer token on every call."""
+
+    def __init__(self, client: FlaskClient, publisher: RecordingPublisher, token: str) -> None:
+        self.client = client
+        self.publisher = publisher
+        self.auth = {"Authorization": f"Bearer {token}"}
+
+    def get(self, path: str, headers: Mapping[str, str] | None = None) -> TestResponse:
+        return self.client.get(path, headers={**self.auth, **(headers or {})})
+
+    def post(
+        self, path: str, json: Any = None, data: bytes | None = None, headers: Mapping[str, str] | None = None
+    ) -> TestResponse:
+        body = {"data": data} if data is not None else {"json": json}
+        return self.client.post(path, headers={**self.auth, **(headers or {})}, **body)
+
+
+def pure_api(var_dir: Path, token: str, **env: str) -> PureApi:
+    """``create_app`` on settings of its own (no broker reachable), its publisher a recorder."""
+    settings = load_settings(
+        {"FLEET_VAR_DIR": str(var_dir), "FLEET_API_TOKEN": token, "CELERY_BROKER_URL": UNREACHABLE_BROKER, **env}
+    )
+    app = create_app(settings)
+    publisher = RecordingPublisher()
+    app.extensions["fleet.api"].publisher = publisher  # ApiState.publisher: the one place the API publishes
+    return PureApi(app.test_client(), publisher, token)
+
+
+def response_json(response: requests.Response | TestResponse) -> Any:
+    return response.json() if isinstance(response, requests.Response) else response.get_json()
+
+
+def assert_error(response: requests.Response | TestResponse, status: int, code: str, field: str | None = None) -> dict:
+    """The response is ``status`` with the documented Error shape (and names ``field``)."""
+    text = response.text if isinstance(response, requests.Response) else response.get_data(as_text=True)
+    assert response.status_code == status, text
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = Error.model_validate(response_json(response)).model_dump()
+    assert body["status"] == status and body["error"] == code, body
+    if field is not None:
+        assert field in [detail["field"] for detail in body["details"]], body
+    return body

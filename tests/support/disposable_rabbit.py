@@ -25,7 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.support.peers import free_port
+from fleet.testing.ports import free_port
 
 RABBITMQ_USER = "rabbitmq"
 

@@ -12,8 +12,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from fleet.pools import POOLS
-from tests.support.broker import Vhost
-from tests.support.peers import free_port_block
+from fleet.testing.broker import Vhost
+from fleet.testing.ports import free_port_block
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from fleet.render import SUPERVISOR_FILE
-from fleet.supervisor_auth import ensure_auth
-from tests.support.processes import FleetProcess
+from fleet.deploy.supervisor import SUPERVISOR_FILE
+from fleet.deploy.supervisor_auth import ensure_auth
+from fleet.testing.processes import FleetProcess
 
 BIN = Path(sys.executable).parent
 

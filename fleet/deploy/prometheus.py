@@ -1,8 +1,9 @@
-"""The Prometheus scrape config for a fleet on one host, rendered from the pool specs.
+"""``deploy/prometheus``: the scrape config for a fleet on one host and the alert rules.
 
 Every worker process has its own metrics port (``fleet.pools.metrics_port``);
-the targets are derived here so ``deploy/prometheus/prometheus.yml`` never
-drifts from the pools. ``python -m fleet.metrics.prometheus`` prints it.
+the targets are derived here so ``prometheus.yml`` never drifts from the pools,
+and the per-queue and per-pool rules of ``alerts.yml`` come from the same specs
+(:mod:`fleet.deploy.alerts`). ``fleet render prometheus`` writes both.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from fleet.deploy.files import GENERATED
+from fleet.deploy.values import VALUES
 from fleet.pools import POOLS, beat_metrics_port, metrics_port
 
 WORKERS_JOB = "fleet-workers"
@@ -17,7 +20,11 @@ API_JOB = "fleet-api"
 BEAT_JOB = "fleet-beat"
 
 
-def worker_targets(base_port: int, host: str = "127.0.0.1") -> dict[str, list[str]]:
+RULES_FILE = "alerts.yml"
+SCRAPE_FILE = "prometheus.yml"
+
+
+def worker_targets(base_port: int, host: str = VALUES.prometheus.host) -> dict[str, list[str]]:
     """pool -> ``host:port`` of each of its worker processes."""
     return {
         name: [f"{host}:{metrics_port(base_port, name, index)}" for index in range(spec.replicas)]
@@ -26,17 +33,17 @@ def worker_targets(base_port: int, host: str = "127.0.0.1") -> dict[str, list[st
 
 
 def scrape_config(
-    base_port: int = 9808,
-    api_target: str | None = "127.0.0.1:5000",
-    interval: str = "15s",
-    rule_files: Sequence[str] = ("alerts.yml",),
-    host: str = "127.0.0.1",
+    base_port: int = VALUES.metrics_port,
+    api_target: str | None = f"{VALUES.prometheus.host}:{VALUES.api_port}",
+    interval: str = VALUES.prometheus.interval,
+    rule_files: Sequence[str] = (RULES_FILE,),
+    host: str = VALUES.prometheus.host,
     targets: dict[str, list[str]] | None = None,
 ) -> str:
     """The config as YAML text (flow lists are JSON, which YAML reads as is)."""
     targets = targets if targets is not None else worker_targets(base_port, host)
     lines = [
-        "# Rendered from fleet/pools.py by `python -m fleet.metrics.prometheus`; a test keeps it in step.",
+        "# " + GENERATED.format(target="prometheus"),
         "global:",
         f"  scrape_interval: {interval}",
         f"  evaluation_interval: {interval}",
@@ -56,5 +63,8 @@ def scrape_config(
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":
-    print(scrape_config(), end="")
+def render_prometheus() -> dict[str, str]:
+    """``deploy/prometheus``: the scrape config and the alert rules (their tests/ stay hand-written)."""
+    from fleet.deploy.alerts import alert_rules
+
+    return {RULES_FILE: alert_rules(), SCRAPE_FILE: scrape_config()}
