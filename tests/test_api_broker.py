@@ -18,7 +18,7 @@ from fleet.testing.broker import queue_depth
 from tests.support.api import ApiServer
 from tests.support.disposable_rabbit import DisposableRabbit
 
-BOUND = 5.0  # seconds: the limit for a 503 with the broker down
+BOUND = 5.0  # seconds: the promised limit for a 503 with the broker down
 TASK = {"task": "tasks.fetch_data", "args": [1, 1]}  # routed to the default queue
 
 

@@ -28,7 +28,7 @@ from tests.support.disposable_rabbit import DisposableRabbit
 from tests.support.ledger import Ledger
 from tests.support.rabbit_cluster import RabbitCluster
 
-#: the issue's bound for the API to accept tasks again after a node is lost
+#: the promised bound for the API to accept tasks again after a node is lost
 API_RECOVERY_S = 10
 
 

@@ -104,7 +104,7 @@ def test_make_run_from_a_fresh_checkout(tmp_path: Path) -> None:
         assert "curl -s -X POST" in printed
 
         calls = {
-            "tasks.process_payment": ("pay-make-run-1", "9.99", "EUR"),
+            "tasks.process_payment": ("pay-make-run-1", "9.99", "card", "EUR"),
             "tasks.send_email": ("make-run@example.test", "hello", "from make run"),
             "tasks.generate_report": ("sales",),
         }

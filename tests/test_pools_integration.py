@@ -24,7 +24,7 @@ def _calls(http_peer: HTTPPeer, csv_file: Path) -> dict[str, tuple[tuple, dict]]
         "tasks.generate_report": (("sales",), {"rows": 10}),
         "tasks.call_external_api": ((http_peer.script("/routed-api", [200]),), {}),
         "tasks.send_webhook": ((http_peer.script("/routed-hook", [200]), {"event": "x"}), {}),
-        "tasks.process_payment": (("pay-routed-1", "12.50", "EUR"), {}),
+        "tasks.process_payment": (("pay-routed-1", "12.50", "card", "EUR"), {}),
         "tasks.cleanup_expired_sessions": ((), {}),
         "tasks.sync_external_data": ((), {}),
         "tasks.generate_daily_report": ((), {}),

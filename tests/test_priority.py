@@ -24,9 +24,10 @@ def test_later_higher_priority_message_runs_before_waiting_ones(
         while blocker.state not in ("STARTED", "PROGRESS") and time.monotonic() < deadline:
             time.sleep(0.05)
         low = [
-            private_app.send_task("tasks.process_payment", (f"low-{n}", "1.00", "EUR"), priority=1) for n in range(4)
+            private_app.send_task("tasks.process_payment", (f"low-{n}", "1.00", "card", "EUR"), priority=1)
+            for n in range(4)
         ]
-        high = private_app.send_task("tasks.process_payment", ("high-0", "1.00", "EUR"), priority=9)
+        high = private_app.send_task("tasks.process_payment", ("high-0", "1.00", "card", "EUR"), priority=9)
         for result in [*low, high]:
             result.get(timeout=60)
     finally:

@@ -76,8 +76,8 @@ def _mixed_workload(app: FleetCelery, api: ApiServer, http_peer: HTTPPeer) -> in
     http_peer.script("/payments", [200], {"charged": True})
     gone = http_peer.script("/prom-gone", [404])
     calls = [
-        *[("tasks.process_payment", (f"prom-pay-{n}", "10.00", "EUR")) for n in range(6)],
-        ("tasks.process_payment", ("prom-pay-bad", "-1", "EUR")),  # invalid: fails, dead-lettered
+        *[("tasks.process_payment", (f"prom-pay-{n}", "10.00", "card", "EUR")) for n in range(6)],
+        ("tasks.process_payment", ("prom-pay-bad", "-1", "card", "EUR")),  # invalid: fails, dead-lettered
         *[("tasks.generate_report", ("sales", {"rows": 10})) for _ in range(2)],
         *[("tasks.process_data", (n,), {"rows": 100, "step_delay": 0}) for n in range(8)],
         *[("tasks.call_external_api", (gone,)) for _ in range(3)],

@@ -23,7 +23,7 @@ from fleet.testing.processes import FleetProcess
 from tests.support.api import ApiServer
 from tests.support.peers import HTTPPeer, SMTPPeer
 
-#: The guides poll at human speed; this is the poll the issue names for PROGRESS to be visible.
+#: The guides poll at human speed; PROGRESS must be visible at this poll.
 POLL = 0.3
 
 
@@ -234,6 +234,29 @@ def test_reliable_tasks_take_the_guides_arguments(
     delivered = celery_app.send_task("tasks.send_webhook", kwargs={"url": url, "event_data": {"event": "x"}})
     assert delivered.get(timeout=30)["status"] == "delivered"
     assert http_peer.hits_for("/guide-hook")[0].body == {"event": "x"}
+
+
+def test_guide_process_payment_and_a_failure_in_guide_words(
+    api: ApiServer, celery_app: FleetCelery, http_peer: HTTPPeer, fleet_workers: object
+) -> None:
+    # process_payment(self, order_id, amount, payment_method), as guide 001 defines it
+    http_peer.script("/payments", [200], {"id": "gw-1", "status": "succeeded"})
+    paid = celery_app.send_task("tasks.process_payment", ("order-123", 99.99, "credit_card")).get(timeout=30)
+    assert paid["status"] == "success" and paid["order_id"] == "order-123" and paid["amount"] == "99.99"
+    assert paid["transaction_id"] == "gw-1"
+    # A failed task: guide 001's /api/task-status answers `error` as text, str(task.info)
+    failed = celery_app.send_task("tasks.process_payment", ("order-124", -1, "credit_card"))
+    with pytest.raises(Exception, match="amount must be above 0"):
+        failed.get(timeout=30)
+    body = poll(api, f"/api/task-status/{failed.id}", {"FAILURE"}, "state")[-1]
+    assert body["status"].startswith("failed")
+    assert body["error"] == "amount must be above 0"
+    assert body["exception"] == {"type": "PaymentValidationError", "message": "amount must be above 0"}
+
+
+def test_guide_002_index(api: ApiServer) -> None:
+    response = api.get("/")
+    assert response.status_code == 200 and response.text == "Hello, World!"
 
 
 def test_import_csv_chunks_with_progress_and_row_errors(

@@ -91,7 +91,7 @@ def test_send_webhook_returns_failed_after_its_retries(celery_app: FleetCelery, 
 
 def test_payment_validation_errors_are_never_retried(celery_app: FleetCelery, http_peer: HTTPPeer, settings) -> None:
     http_peer.script("/payments", [200])
-    result = celery_app.send_task("tasks.process_payment", ("pay-bad", "-5", "EUR"))
+    result = celery_app.send_task("tasks.process_payment", ("pay-bad", "-5", "card", "EUR"))
     with pytest.raises(Exception, match="amount must be above 0"):
         result.get(timeout=30)
     assert result.state == "FAILURE"
@@ -107,8 +107,9 @@ def test_payment_validation_errors_are_never_retried(celery_app: FleetCelery, ht
 
 def test_payment_transient_errors_are_retried_idempotently(celery_app: FleetCelery, http_peer: HTTPPeer) -> None:
     http_peer.script("/payments", [503, 200], {"charged": True})
-    outcome = celery_app.send_task("tasks.process_payment", ("pay-77", "19.99", "USD")).get(timeout=30)
-    assert outcome["status"] == "charged" and outcome["amount"] == "19.99"
+    outcome = celery_app.send_task("tasks.process_payment", ("pay-77", "19.99", "card", "USD")).get(timeout=30)
+    assert outcome["status"] == "success" and outcome["order_id"] == "pay-77" and outcome["amount"] == "19.99"
+    assert outcome["transaction_id"] and outcome["currency"] == "USD"
     hits = http_peer.hits_for("/payments")
     assert len(hits) == 2
     assert {hit.headers["Idempotency-Key"] for hit in hits} == {"pay-77"}

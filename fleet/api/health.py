@@ -14,6 +14,13 @@ from fleet.publish import BrokerUnavailable
 bp = Blueprint("health", __name__)
 
 
+@bp.get("/")
+@open_route
+def index() -> Response:
+    """Guide 002's first route, as it answers; the API itself is described at /api/openapi.json."""
+    return Response("Hello, World!", mimetype="text/plain")
+
+
 @bp.get("/healthz")
 @open_route
 def healthz() -> Response:

@@ -147,6 +147,15 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=(503,),
         open=True,
     ),
+    Operation(
+        "get",
+        "health.index",
+        "Guide 002's index: Hello, World!",
+        "probes",
+        errors=(),
+        open=True,
+        content_type="text/plain",
+    ),
     Operation("get", "health.healthz", "Liveness: the process serves", "probes", answer=s.Health, errors=(), open=True),
     Operation(
         "get", "health.readyz", "Readiness: RabbitMQ answers", "probes", answer=s.Health, errors=(503,), open=True

@@ -234,7 +234,8 @@ class TaskStatus(BaseModel):
     retries: int | None = None
     progress: dict[str, Any] | None = None
     result: Any = None
-    error: TaskError | None = None
+    error: str | None = Field(None, description="What the task raised, as text (the guide's str(task.info)).")
+    exception: TaskError | None = Field(None, description="What the task raised: its type and message.")
     date_done: datetime | None = Field(None, description="Set only once the task finished.")
 
 
@@ -252,7 +253,8 @@ class RunTaskStatus(BaseModel):
     worker: str | None = None
     retries: int | None = None
     progress: dict[str, Any] | None = None
-    error: TaskError | None = None
+    error: str | None = Field(None, description="What the task raised, as text (the guide's str(task.info)).")
+    exception: TaskError | None = Field(None, description="What the task raised: its type and message.")
     date_done: datetime | None = Field(None, description="Set only once the task finished.")
 
 

@@ -108,7 +108,8 @@ def read_status(state: ApiState, task_id: str) -> TaskStatus:
         retries=meta.get("retries"),
         progress=progress,
         result=value if state_name == states.SUCCESS else None,
-        error=error,
+        error=error.message if error is not None else None,
+        exception=error,
         # The SQL backend stamps every update of a row (its column has onupdate=now): only a
         # finished task has a date_done.
         date_done=meta.get("date_done") if finished else None,

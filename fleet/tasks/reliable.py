@@ -48,9 +48,9 @@ class PaymentValidationError(ValueError):
     """The payment itself is invalid; no retry can fix it."""
 
 
-def validate_payment(payment_id: str, amount: str | float, currency: str) -> decimal.Decimal:
-    if not payment_id or len(payment_id) > 64:
-        raise PaymentValidationError("payment_id must be 1 to 64 characters")
+def validate_payment(order_id: str, amount: str | float, currency: str) -> decimal.Decimal:
+    if not isinstance(order_id, str | int) or not str(order_id) or len(str(order_id)) > 64:
+        raise PaymentValidationError("order_id must be 1 to 64 characters")
     try:
         value = decimal.Decimal(str(amount))
     except decimal.InvalidOperation:
@@ -65,25 +65,37 @@ def validate_payment(payment_id: str, amount: str | float, currency: str) -> dec
 
 
 @shared_task(bind=True, name="tasks.process_payment", max_retries=5, throws=(PaymentValidationError,))
-def process_payment(self: Task, payment_id: str, amount: str | float, currency: str) -> dict[str, Any]:
-    """Charge a payment through the gateway.
+def process_payment(
+    self: Task, order_id: str, amount: str | float, payment_method: Any = "card", currency: str = "EUR"
+) -> dict[str, Any]:
+    """Charge a payment through the gateway: the guide's ``(order_id, amount, payment_method)``.
 
     Validation errors and gateway refusals (4xx) are never retried; transient
-    gateway errors are. The gateway gets ``payment_id`` as its Idempotency-Key,
-    so a retry or a redelivery never charges twice.
+    gateway errors are. The gateway gets ``order_id`` as its Idempotency-Key,
+    so a retry or a redelivery never charges twice. ``currency`` is fleet's
+    addition (keyword, EUR by default).
     """
     settings: Settings = self.app.fleet_settings
-    value = validate_payment(payment_id, amount, currency)
+    value = validate_payment(order_id, amount, currency)
+    key = str(order_id)
     try:
         status, body = request_json(
             "POST",
             settings.payment_gateway_url,
             settings.http_timeout,
-            json={"payment_id": payment_id, "amount": str(value), "currency": currency},
-            headers={"Idempotency-Key": payment_id},
+            json={"order_id": key, "amount": str(value), "currency": currency, "payment_method": payment_method},
+            headers={"Idempotency-Key": key},
         )
     except TransientHTTPError as exc:
         raise retry_later(self, exc) from exc
     except PermanentHTTPError as exc:
-        raise PaymentValidationError(f"gateway refused payment {payment_id}: {exc}") from exc
-    return {"payment_id": payment_id, "status": "charged", "amount": str(value), "currency": currency, "gateway": body}
+        raise PaymentValidationError(f"gateway refused payment {key}: {exc}") from exc
+    transaction = body.get("id") if isinstance(body, dict) else None
+    return {
+        "status": "success",
+        "order_id": order_id,
+        "amount": str(value),
+        "transaction_id": transaction or f"txn_{key}",
+        "currency": currency,
+        "gateway": body,
+    }
