@@ -32,6 +32,6 @@ def test_later_higher_priority_message_runs_before_waiting_ones(
             result.get(timeout=60)
     finally:
         worker.stop()
-    order = [hit.body["payment_id"] for hit in http_peer.hits_for("/payments")]
+    order = [hit.body["order_id"] for hit in http_peer.hits_for("/payments")]
     assert order[0] == "high-0", order
     assert sorted(order[1:]) == [f"low-{n}" for n in range(4)]
