@@ -22,11 +22,14 @@ from fleet.testing.broker import Vhost
 from fleet.testing.ports import free_port_block
 from fleet.testing.processes import FleetProcess, start_worker
 from tests.support.apps import app_for
+from tests.support.disposable_rabbit import DisposableRabbit
 from tests.support.ledger import Ledger
 from tests.support.peers import HTTPPeer, SMTPPeer
 
 #: fixtures that reach a running service (RabbitMQ, the loopback peers, Redis)
-SERVICE_FIXTURES = frozenset({"vhost", "smtp", "http_peer", "celery_app", "fleet_workers", "private_env", "ledger"})
+SERVICE_FIXTURES = frozenset(
+    {"vhost", "smtp", "http_peer", "celery_app", "fleet_workers", "private_env", "ledger", "rabbit"}
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -84,6 +87,14 @@ def fleet_env(vhost: Vhost, smtp: SMTPPeer, http_peer: HTTPPeer, var_dir: Path) 
         FLEET_METRICS_PORT=str(free_port_block(sum(spec.replicas for spec in POOLS.values()))),
     )
     return env
+
+
+@pytest.fixture(scope="module")
+def rabbit() -> Iterator[DisposableRabbit]:
+    """A disposable RabbitMQ node of the module's own, to stop, freeze or push into alarms."""
+    node = DisposableRabbit(consumer_timeout=120, disk_free_limit=50_000_000).start()
+    yield node
+    node.remove()
 
 
 @pytest.fixture

@@ -23,13 +23,6 @@ TASK = {"task": "tasks.fetch_data", "args": [1, 1]}  # routed to the default que
 
 
 @pytest.fixture(scope="module")
-def rabbit() -> Iterator[DisposableRabbit]:
-    node = DisposableRabbit(consumer_timeout=120, disk_free_limit=50_000_000).start()
-    yield node
-    node.remove()
-
-
-@pytest.fixture(scope="module")
 def api(
     rabbit: DisposableRabbit, fleet_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiServer]:

@@ -35,13 +35,6 @@ HOLD = 6.0  # seconds each fault lasts once the clients are running
 
 
 @pytest.fixture(scope="module")
-def rabbit() -> Iterator[DisposableRabbit]:
-    node = DisposableRabbit(consumer_timeout=120, disk_free_limit=50_000_000).start()
-    yield node
-    node.remove()
-
-
-@pytest.fixture(scope="module")
 def env(
     rabbit: DisposableRabbit, fleet_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, str]:

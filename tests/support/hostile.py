@@ -19,6 +19,7 @@ import amqp
 from celery import states
 from kombu import Connection
 
+from fleet.testing.task_message import task_body, task_headers
 from queues import TASK_EXCHANGE, dlq_name
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "hostile_messages.json"
@@ -27,27 +28,10 @@ HEALTHY_TASK = "tasks.fetch_data"
 
 def valid_headers(task_id: str, task: str = HEALTHY_TASK) -> dict[str, Any]:
     """The headers Celery's protocol 2 puts on a task message (celery.app.amqp.as_task_v2)."""
-    return {
-        "lang": "py",
-        "task": task,
-        "id": task_id,
-        "shadow": None,
-        "eta": None,
-        "expires": None,
-        "group": None,
-        "group_index": None,
-        "retries": 0,
-        "timelimit": [None, None],
-        "root_id": task_id,
-        "parent_id": None,
-        "argsrepr": "(1,)",
-        "kwargsrepr": "{}",
-        "origin": "hostile@test",
-        "ignore_result": False,
-    }
+    return task_headers(task_id, task, (1,), "hostile@test")
 
 
-VALID_BODY: list[Any] = [[1], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+VALID_BODY: list[Any] = task_body([1])
 
 
 def nest(depth: int) -> list[Any]:
