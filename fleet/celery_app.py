@@ -64,6 +64,11 @@ class FleetCelery(Celery):
         super().__init__("fleet", task_cls=FlaskTask, **kwargs)
 
     @cached_property
+    def Worker(self) -> type:  # noqa: N802 - Celery's name
+        """Celery's worker with fleet's TERM (fleet.worker.term)."""
+        return self.subclass_with_self("fleet.worker.term:FleetWorker")
+
+    @cached_property
     def flask_app(self) -> Flask:
         """The front end's Flask app, built on this Celery app (tasks run in its context)."""
         return symbol_by_name(self.flask_factory)(self.fleet_settings, celery=self)

@@ -116,6 +116,10 @@ def test_stopping_a_pool_with_tasks_in_flight_loses_none(fleet: tuple[Supervisor
         while queue_depth(url, "default")[0] > TASKS - prefetch:  # the worker holds all it may prefetch
             assert time.monotonic() < deadline, queue_depth(url, "default")
             time.sleep(0.1)
+        # Prefetched is not started: TERM lands once every child runs one (PROGRESS from its first step).
+        while _states(app, ids).get("PROGRESS", 0) < CONCURRENCY:
+            assert time.monotonic() < deadline, _states(app, ids)
+            time.sleep(0.1)
         in_flight = TASKS - queue_depth(url, "default")[0]
         stopping = time.monotonic()
         stop = supervisor.ctl("stop", "fleet:default-0")
