@@ -158,8 +158,11 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("cpu_bound", "`default` pool, ~5 ms pure-Python tasks", "tasks_per_s", "/s"),
     ("cpu_bound", "ideal for those: cores / task CPU time", "ideal_per_s", "/s"),
     ("cpu_bound", "task CPU time (median, measured in the task)", "task_cpu_ms", " ms CPU"),
+    ("cpu_bound", "CPU the pool got / wall time / cores (the rest went to other load)", "worker_cpu_share", ""),
+    ("cpu_bound", "task CPU / the pool's CPU (the rest is the worker's per-task path)", "task_share_of_worker_cpu", ""),
     ("io_bound", "`email` pool, 20 ms waits", "tasks_per_s", "/s"),
     ("io_bound", "ideal for those: concurrency / 0.02 s", "ideal_per_s", "/s"),
+    ("io_bound", "CPU the pool got / wall time / cores", "worker_cpu_share", ""),
     ("metrics_overhead", "fleet, metrics off, consuming beside the metrics-on worker", "off.tasks_per_s", "/s"),
     ("metrics_overhead", "fleet, metrics on, consuming beside the metrics-off worker", "on.tasks_per_s", "/s"),
     ("metrics_overhead", "worker CPU per task, metrics off", "off.cpu_us_per_task", " µs"),
@@ -213,9 +216,10 @@ def table(document: dict[str, Any]) -> str:
     lines += ["", "| goal figure | measured | goal | met | compares |", "| --- | --- | --- | --- | --- |"]
     for name, value in document["ratios"].items():
         goal, sense, what = GOALS[name]
-        lines.append(
-            f"| {name} | {_fmt(value)}{_detail(name, results)} | {sense} {goal:g} | {met(name, value)} | {what} |"
-        )
+        verdict = met(name, value)
+        if name == "metrics_overhead" and (results.get(name) or {}).get("decides_goal") is False:
+            verdict = "undecided: the 95% CI spans the goal"
+        lines.append(f"| {name} | {_fmt(value)}{_detail(name, results)} | {sense} {goal:g} | {verdict} | {what} |")
     return "\n".join(lines)
 
 

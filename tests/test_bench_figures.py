@@ -86,7 +86,9 @@ def test_ratios_are_none_for_failed_or_missing_scenarios_and_the_table_still_ren
         },
         "cpu_bound": {"status": "failed", "error": "TimeoutError()"},
         "priority_under_flood": {"status": "measured", "p99_ms": 40.0},
-    }
+        "metrics_overhead": {"status": "measured", "overhead": 0.03, "overhead_ci95": [-0.02, 0.08], "rounds": 40,
+                             "decides_goal": False},
+    }  # fmt: skip
     ratios = report.ratios(results)
     assert set(ratios) == set(report.GOALS)
     assert ratios["fleet_vs_dramatiq"] == 0.5
@@ -103,3 +105,4 @@ def test_ratios_are_none_for_failed_or_missing_scenarios_and_the_table_still_ren
     assert "| priority_under_flood.p99_ms | 40.00 | below 50 | yes |" in table
     assert "| cpu_per_task_vs_dramatiq | 0.75 | at most 1 | yes |" in table
     assert "| results | plain Celery defaults, results in Redis | failed |" in table
+    assert "| metrics_overhead | 0.03 (95% CI -0.020 to +0.080, 40 rounds) | at most 0.05 | undecided" in table

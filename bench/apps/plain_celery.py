@@ -16,12 +16,12 @@ from bench import probe
 app = Celery("plain", broker=os.environ["BENCH_BROKER_URL"], backend=os.environ.get("BENCH_RESULT_BACKEND"))
 
 
-@app.task(name="plain.noop")
+@app.task(name="plain.noop", shared=False)  # not shared: the bench process holds fleet apps too
 def noop(sent_at: float, tag: str = "-") -> None:
     probe.record(sent_at, tag)
 
 
-@app.task(name="plain.store")
+@app.task(name="plain.store", shared=False)
 def store(sent_at: float) -> float:
     """bench.store's twin: its result is stored."""
     probe.record(sent_at, "store")

@@ -92,7 +92,7 @@ def compare(bench: Bench, backend: str, url: str | None) -> dict[str, Any]:
         runs: dict[str, list[float]] = {name: [] for name in SIDES}
         try:
             for side in sides.values():  # warm-up: also how we know each worker consumes and stores
-                side.once(bench, min(bench.sizes.warmup, n))
+                side.once(bench, min(bench.sizes.warmup, max(1, n // 5)))
 
             for i in range(bench.sizes.repeats):
                 for name in SIDES if i % 2 == 0 else SIDES[::-1]:
