@@ -33,7 +33,7 @@ def say(message: str) -> None:
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much work a run does; QUICK=1 keeps the whole run near two minutes."""
+    """How much work a run does; QUICK=1 keeps the whole run near five minutes, a full run under twenty."""
 
     tasks: int  # per repeat of a throughput scenario
     warmup: int
