@@ -28,6 +28,9 @@ SCENARIOS = (
     "celery_defaults",
     "dramatiq",
     "fleet",
+    "results",
+    "cpu_bound",
+    "io_bound",
     "metrics_overhead",
     "priority_under_flood",
     "api_enqueue",
@@ -36,7 +39,7 @@ SCENARIOS = (
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, about two minutes")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, about five to seven minutes")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(SCENARIOS)}")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="env override")
     parser.add_argument("--no-write", action="store_true", help="print results, write nothing (exploring)")

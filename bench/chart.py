@@ -20,7 +20,8 @@ def draw(document: dict[str, Any], path: Path) -> None:
         value = _get(results.get(scenario) or {}, key)
         if value is None:
             continue
-        (latencies if unit.strip() == "ms" else rates).append((label.replace(" / p99", ""), value))
+        if unit.strip() in ("/s", "ms"):  # rates and latencies; CPU times are in the table only
+            (latencies if unit.strip() == "ms" else rates).append((label.replace(" / p99", ""), value))
     if "api_enqueue" in results:
         p99 = _get(results["api_enqueue"], "p99_ms")
         if p99 is not None:

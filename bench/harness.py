@@ -7,15 +7,18 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kombu import Connection
 
+from bench import cpu
 from bench.probe import PROBE_ENV, Probe
+from fleet.pools import beat_metrics_port
 from fleet.testing.broker import Vhost
+from fleet.testing.ports import free_port_block
 from fleet.testing.processes import FleetProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +33,7 @@ def say(message: str) -> None:
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much work a run does; QUICK=1 keeps the whole run near two minutes."""
+    """How much work a run does; QUICK=1 keeps the whole run near five minutes, a full run under twenty."""
 
     tasks: int  # per repeat of a throughput scenario
     warmup: int
@@ -40,16 +43,21 @@ class Sizes:
     raw_publishes: int  # unconfirmed raw publishes per repeat
     confirmed_publishes: int  # one-by-one confirmed publishes per repeat
     api_seconds: int
+    cpu_tasks: int  # per window of cpu_bound (about 5 ms each)
+    io_tasks: int  # per window of io_bound (20 ms waits)
+    result_tasks: int  # per repeat of results, per side and backend
+    metrics_rounds: int  # rounds of metrics_overhead (both sides at once)
+    metrics_tasks: int  # per side and round
     timeout: float = 180.0
 
 
 QUICK = Sizes(
     tasks=2000, warmup=300, repeats=3, flood=10_000, probes=200, raw_publishes=10_000, confirmed_publishes=600,
-    api_seconds=4,
+    api_seconds=4, cpu_tasks=400, io_tasks=1000, result_tasks=500, metrics_rounds=10, metrics_tasks=2000,
 )  # fmt: skip
 FULL = Sizes(
     tasks=10_000, warmup=1000, repeats=5, flood=10_000, probes=1000, raw_publishes=40_000, confirmed_publishes=2000,
-    api_seconds=15,
+    api_seconds=15, cpu_tasks=500, io_tasks=2000, result_tasks=500, metrics_rounds=60, metrics_tasks=1000,
 )  # fmt: skip
 
 
@@ -75,7 +83,8 @@ class Bench:
         return Probe(self.work / f"{name}.probe")
 
     def env(self, vhost: Vhost, probe: Probe, **extra: str) -> dict[str, str]:
-        """The environment of a benchmark process: the vhost, the probe file, `bench` importable."""
+        """The environment of a benchmark process: the vhost, the probe file, `bench` importable,
+        metrics ports of its own (two benchmarks, or a test, on the machine must not collide)."""
         env = {key: value for key, value in os.environ.items() if not key.startswith(("FLEET_", "CELERY_"))}
         env.update(
             PYTHONPATH=str(ROOT),
@@ -84,6 +93,7 @@ class Bench:
             CELERY_BROKER_URL=vhost.url,
             FLEET_VAR_DIR=str(self.work / f"var-{probe.path.stem}"),
             FLEET_TASK_MODULES="bench.tasks",
+            FLEET_METRICS_PORT=str(free_port_block(beat_metrics_port(0) + 1)),
             **{PROBE_ENV: str(probe.path)},
         )
         env.update(extra)
@@ -104,10 +114,19 @@ class Bench:
             if process.proc is not None and process.proc.poll() is not None and process.proc.returncode not in (0,):
                 raise RuntimeError(f"{process.argv} exited with {process.proc.returncode}:\n{process.log()[-2000:]}")
 
-    def stop_all(self) -> None:
-        for process in self.running:
+    def cpu(self, processes: list[FleetProcess] | None = None) -> AbstractContextManager[cpu.CpuReading]:
+        """Measure the CPU of ``processes`` (default: every process this run started), children included."""
+        return cpu.measure(process.pid for process in (self.running if processes is None else processes))
+
+    def stop(self, processes: list[FleetProcess]) -> None:
+        """Stop these processes and forget them (a stopped process is not a dead one for :meth:`alive`)."""
+        for process in processes:
             process.stop()
-        self.running.clear()
+            if process in self.running:
+                self.running.remove(process)
+
+    def stop_all(self) -> None:
+        self.stop(list(self.running))
 
 
 def purge(url: str, queue: str) -> None:

@@ -3,7 +3,8 @@
 Every framework's no-op task calls :func:`record` and nothing else, so "no-op"
 costs the same few microseconds everywhere. A line is ``<tag> <sent_at> <ran_at>``
 (wall clock, same machine), which gives completion counts, drain rates and
-enqueue-to-start latencies without a result backend or events.
+enqueue-to-start latencies without a result backend or events. Tasks that do
+work (bench.work) add a fourth field, the CPU seconds the work took in its thread.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ _fd: int | None = None
 _pid = 0
 
 
-def record(sent_at: float, tag: str = "-") -> None:
+def record(sent_at: float, tag: str = "-", cpu: float | None = None) -> None:
     """Append this task's line (opened once per process, so prefork children each get their own fd)."""
     global _fd, _pid
     if _fd is None or _pid != os.getpid():
         _fd = os.open(os.environ[PROBE_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         _pid = os.getpid()
-    os.write(_fd, f"{tag} {sent_at:.6f} {time.time():.6f}\n".encode())
+    extra = "" if cpu is None else f" {cpu:.6f}"
+    os.write(_fd, f"{tag} {sent_at:.6f} {time.time():.6f}{extra}\n".encode())
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Run:
     tag: str
     sent_at: float
     ran_at: float
+    cpu: float | None = None
 
 
 class Probe:
@@ -66,9 +69,9 @@ class Probe:
     def runs(self, tag: str | None = None) -> list[Run]:
         found = []
         for line in self.path.read_text().splitlines():
-            name, sent, ran = line.split()
+            name, sent, ran, *cpu = line.split()
             if tag is None or name == tag:
-                found.append(Run(name, float(sent), float(ran)))
+                found.append(Run(name, float(sent), float(ran), float(cpu[0]) if cpu else None))
         return found
 
     def reset(self) -> None:

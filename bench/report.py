@@ -14,18 +14,40 @@ PERFORMANCE_MD = ROOT / "docs" / "PERFORMANCE.md"
 TABLE_START = "<!-- bench:table:start (written by make bench; edit bench/report.py, not this table) -->"
 TABLE_END = "<!-- bench:table:end -->"
 
-#: ratio -> (goal, "at least" or "at most", what it compares)
+#: ratio -> (goal, "at least", "at most" or "below", what it compares)
 GOALS: dict[str, tuple[float, str, str]] = {
     "fleet_vs_celery_defaults": (2.0, "at least", "fleet end to end / celery_defaults end to end"),
     "fleet_vs_dramatiq": (1.0, "at least", "fleet end to end / dramatiq end to end"),
     "fleet_vs_ceiling": (0.6, "at least", "fleet end to end / raw py-amqp end to end (moonshot)"),
+    "cpu_per_task_vs_dramatiq": (
+        1.0,
+        "at most",
+        "worker CPU per no-op task, every worker process (/proc): fleet / dramatiq",
+    ),
+    "results_vs_celery_defaults": (
+        2.0,
+        "at least",
+        "tasks storing results in SQLite (fleet's default backend): fleet / plain Celery defaults, alternating",
+    ),
+    "results_vs_celery_defaults_redis": (
+        2.0,
+        "at least",
+        "the same with Redis as both sides' backend",
+    ),
+    "cpu_bound_efficiency": (0.9, "at least", "~5 ms pure-Python tasks on `default`: tasks/s / (cores / task CPU)"),
+    "io_bound_efficiency": (0.9, "at least", "20 ms waits on `email`: tasks/s / (concurrency / 0.02 s)"),
     "batch_vs_ceiling": (
         0.8,
         "at least",
         "publish_many (batches of 1000) / raw py-amqp confirmed publish, alternating in one scenario",
     ),
     "api_vs_naive": (1.0, "at least", "fleet API confirmed enqueues/s / naive Flask + delay() requests/s"),
-    "metrics_overhead": (0.05, "at most", "1 - fleet with metrics on / off"),
+    "metrics_overhead": (
+        0.05,
+        "at most",
+        "worker CPU per task, metrics on / off, minus 1: median of rounds with both consuming at once",
+    ),
+    "priority_under_flood.p99_ms": (50, "below", "high_priority enqueue-to-start p99 (ms) under the 3 x 10k flood"),
 }
 
 
@@ -35,7 +57,7 @@ def _get(results: dict[str, Any], path: str) -> float | None:
         if not isinstance(value, dict) or key not in value:
             return None
         value = value[key]
-    return value if isinstance(value, int | float) and not math.isnan(value) else None
+    return value if isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value) else None
 
 
 def _ratio(results: dict[str, Any], top: str, bottom: str) -> float | None:
@@ -44,14 +66,29 @@ def _ratio(results: dict[str, Any], top: str, bottom: str) -> float | None:
 
 
 def ratios(results: dict[str, Any]) -> dict[str, float | None]:
+    """The goal figures; each is None when its scenario failed or did not run, never an exception."""
     return {
         "fleet_vs_celery_defaults": _ratio(results, "fleet.tasks_per_s", "celery_defaults.tasks_per_s"),
         "fleet_vs_dramatiq": _ratio(results, "fleet.tasks_per_s", "dramatiq.tasks_per_s"),
         "fleet_vs_ceiling": _ratio(results, "fleet.tasks_per_s", "ceiling_raw_amqp.tasks_per_s"),
+        "cpu_per_task_vs_dramatiq": _ratio(results, "fleet.cpu_us_per_task", "dramatiq.cpu_us_per_task"),
+        "results_vs_celery_defaults": _get(results, "results.sqlite.ratio"),
+        "results_vs_celery_defaults_redis": _get(results, "results.redis.ratio"),
+        "cpu_bound_efficiency": _get(results, "cpu_bound.efficiency"),
+        "io_bound_efficiency": _get(results, "io_bound.efficiency"),
         "api_vs_naive": _ratio(results, "api_enqueue.requests_per_s", "api_enqueue.naive.requests_per_s"),
         "batch_vs_ceiling": _ratio(results, "transport.publish_many_per_s", "transport.raw_confirmed_per_s"),
         "metrics_overhead": _get(results, "metrics_overhead.overhead"),
+        "priority_under_flood.p99_ms": _get(results, "priority_under_flood.p99_ms"),
     }
+
+
+def met(name: str, value: float | None) -> str:
+    if value is None:
+        return "—"
+    goal, sense, _ = GOALS[name]
+    ok = value >= goal if sense == "at least" else value <= goal if sense == "at most" else value < goal
+    return "yes" if ok else "no"
 
 
 def build(results: dict[str, Any], facts: dict[str, Any], partial: bool) -> dict[str, Any]:
@@ -67,7 +104,8 @@ def headline(result: dict[str, Any]) -> str:
     if result.get("status") != "measured":
         return f"{result.get('status')}: {result.get('error') or result.get('reason', '')}"
     parts = []
-    for key in ("tasks_per_s", "requests_per_s", "publish_many_per_s", "p50_ms", "p99_ms", "overhead"):
+    keys = ("tasks_per_s", "requests_per_s", "publish_many_per_s", "p50_ms", "p99_ms", "overhead", "cpu_us_per_task")
+    for key in (*keys, "efficiency"):
         if key in result and result[key] is not None:
             parts.append(f"{key}={result[key]:,}")
     return ", ".join(parts) or "measured"
@@ -107,11 +145,28 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("transport", "kombu + librabbitmq, unconfirmed publish", "librabbitmq_unconfirmed_per_s", "/s"),
     ("celery_defaults", "plain Celery defaults, end to end", "tasks_per_s", "/s"),
     ("celery_defaults", "plain Celery defaults, drain", "drain.tasks_per_s", "/s"),
+    ("celery_defaults", "plain Celery defaults, worker CPU per task (end to end)", "cpu_us_per_task", " µs"),
     ("dramatiq", "Dramatiq defaults, end to end", "tasks_per_s", "/s"),
+    ("dramatiq", "Dramatiq defaults, worker CPU per task (end to end)", "cpu_us_per_task", " µs"),
     ("fleet", "fleet `default` pool, end to end", "tasks_per_s", "/s"),
     ("fleet", "fleet `default` pool, drain", "drain.tasks_per_s", "/s"),
-    ("metrics_overhead", "fleet end to end, metrics off", "off.tasks_per_s", "/s"),
-    ("metrics_overhead", "fleet end to end, metrics on", "on.tasks_per_s", "/s"),
+    ("fleet", "fleet `default` pool, worker CPU per task (end to end)", "cpu_us_per_task", " µs"),
+    ("results", "fleet, tasks storing results in SQLite (default backend)", "sqlite.fleet.tasks_per_s", "/s"),
+    ("results", "plain Celery defaults, results in SQLite", "sqlite.celery_defaults.tasks_per_s", "/s"),
+    ("results", "fleet, tasks storing results in Redis", "redis.fleet.tasks_per_s", "/s"),
+    ("results", "plain Celery defaults, results in Redis", "redis.celery_defaults.tasks_per_s", "/s"),
+    ("cpu_bound", "`default` pool, ~5 ms pure-Python tasks", "tasks_per_s", "/s"),
+    ("cpu_bound", "ideal for those: cores / task CPU time", "ideal_per_s", "/s"),
+    ("cpu_bound", "task CPU time (median, measured in the task)", "task_cpu_ms", " ms CPU"),
+    ("cpu_bound", "CPU the pool got / wall time / cores (the rest went to other load)", "worker_cpu_share", ""),
+    ("cpu_bound", "task CPU / the pool's CPU (the rest is the worker's per-task path)", "task_share_of_worker_cpu", ""),
+    ("io_bound", "`email` pool, 20 ms waits", "tasks_per_s", "/s"),
+    ("io_bound", "ideal for those: concurrency / 0.02 s", "ideal_per_s", "/s"),
+    ("io_bound", "CPU the pool got / wall time / cores", "worker_cpu_share", ""),
+    ("metrics_overhead", "fleet, metrics off, consuming beside the metrics-on worker", "off.tasks_per_s", "/s"),
+    ("metrics_overhead", "fleet, metrics on, consuming beside the metrics-off worker", "on.tasks_per_s", "/s"),
+    ("metrics_overhead", "worker CPU per task, metrics off", "off.cpu_us_per_task", " µs"),
+    ("metrics_overhead", "worker CPU per task, metrics on", "on.cpu_us_per_task", " µs"),
     ("priority_under_flood", "high_priority enqueue-to-start p50 under flood", "p50_ms", " ms"),
     ("priority_under_flood", "high_priority enqueue-to-start p99 under flood", "p99_ms", " ms"),
     ("api_enqueue", "fleet API (gunicorn), confirmed enqueues", "requests_per_s", "/s"),
@@ -127,6 +182,9 @@ def _cell(results: dict[str, Any], scenario: str, path: str, unit: str) -> str:
         return "not run"
     if result.get("status") != "measured":
         return f"{result.get('status')}"
+    part = result.get(path.split(".")[0])
+    if isinstance(part, dict) and part.get("status") == "failed":  # one backend of results
+        return "failed"
     value = _cell_value(result, path, unit)
     if path == "p50_ms" and scenario == "api_enqueue":
         value += f" / {_fmt(_get(result, 'p99_ms'), ' ms')}"
@@ -155,12 +213,31 @@ def table(document: dict[str, Any]) -> str:
     ]
     for scenario, label, path, unit in ROWS:
         lines.append(f"| {scenario} | {label} | {_cell(results, scenario, path, unit)} |")
-    lines += ["", "| ratio | measured | goal | met | compares |", "| --- | --- | --- | --- | --- |"]
+    lines += ["", "| goal figure | measured | goal | met | compares |", "| --- | --- | --- | --- | --- |"]
     for name, value in document["ratios"].items():
         goal, sense, what = GOALS[name]
-        met = "—" if value is None else ("yes" if (value >= goal if sense == "at least" else value <= goal) else "no")
-        lines.append(f"| {name} | {_fmt(value)} | {sense} {goal:g} | {met} | {what} |")
+        verdict = met(name, value)
+        if name == "metrics_overhead" and (results.get(name) or {}).get("decides_goal") is False:
+            verdict = "undecided: the 95% CI spans the goal"
+        lines.append(f"| {name} | {_fmt(value)}{_detail(name, results)} | {sense} {goal:g} | {verdict} | {what} |")
     return "\n".join(lines)
+
+
+def _detail(name: str, results: dict[str, Any]) -> str:
+    """The spread behind a goal figure that needs one to be read (metrics overhead's confidence interval)."""
+    if name != "metrics_overhead":
+        return ""
+    figures = results.get("metrics_overhead") or {}
+    ci = figures.get("overhead_ci95")
+    if not ci:
+        return ""
+    throughput = figures.get("throughput_overhead_ci95") or [None, None]
+    text = f" (95% CI {ci[0]:+.3f} to {ci[1]:+.3f}, {figures.get('rounds')} rounds"
+    if None not in throughput:
+        text += (
+            f"; throughput {figures.get('throughput_overhead'):+.3f}, CI {throughput[0]:+.3f} to {throughput[1]:+.3f}"
+        )
+    return text + ")"
 
 
 def write_table(document: dict[str, Any]) -> None:

@@ -17,10 +17,10 @@ from typing import Any
 
 from celery import Celery
 
-from bench.harness import Bench, repeat
+from bench.harness import Bench, repeat, say
 from bench.probe import Probe
 
-Publish = Callable[[int], None]
+Publish = Callable[[int], object]
 
 
 def load_peer(module: str, url: str) -> ModuleType:
@@ -40,16 +40,27 @@ def warm_up(bench: Bench, probe: Probe, publish: Publish) -> None:
 
 def end_to_end(bench: Bench, name: str, probe: Probe, publish: Publish) -> list[float]:
     """Repeated: publish ``tasks`` no-ops and wait for the last to run; tasks/s for each repeat."""
-    n = bench.sizes.tasks
+    return repeat(
+        f"{name} end to end", bench.sizes.repeats, lambda _: timed_run(bench, probe, publish, bench.sizes.tasks)
+    )
 
-    def once(_: int) -> float:
-        probe.reset()
-        start = time.time()
-        publish(n)
-        probe.wait(n, timeout=bench.sizes.timeout, alive=bench.alive)
-        return n / (max(run.ran_at for run in probe.runs()) - start)
 
-    return repeat(f"{name} end to end", bench.sizes.repeats, once)
+def timed_run(bench: Bench, probe: Probe, publish: Publish, n: int) -> float:
+    """Publish ``n`` tasks, wait for all to run; tasks/s from the first publish to the last run."""
+    probe.reset()
+    start = time.time()
+    publish(n)
+    probe.wait(n, timeout=bench.sizes.timeout, alive=bench.alive)
+    return n / (max(run.ran_at for run in probe.runs()) - start)
+
+
+def end_to_end_cpu(bench: Bench, name: str, probe: Probe, publish: Publish) -> tuple[list[float], float | None]:
+    """:func:`end_to_end`, and the CPU its workers (every process ``bench`` started) spent per task, in µs."""
+    with bench.cpu() as used:
+        runs = end_to_end(bench, name, probe, publish)
+    per_task = used.per_task_us(bench.sizes.tasks * bench.sizes.repeats)
+    say(f"{name}: workers used {used.seconds:.1f} CPU seconds, {per_task} µs per task")
+    return runs, per_task
 
 
 def drain(

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from bench.harness import Bench, summary
-from bench.workload import drain, end_to_end, load_peer, warm_up
+from bench.workload import drain, end_to_end_cpu, load_peer, warm_up
 
 QUEUE = "celery"  # Celery's default queue
 
@@ -28,9 +28,9 @@ def run(bench: Bench) -> dict[str, Any]:
 
         try:
             warm_up(bench, probe, publish)
-            runs = end_to_end(bench, "celery_defaults", probe, publish)
+            runs, cpu_us = end_to_end_cpu(bench, "celery_defaults", probe, publish)
             drains = drain(bench, "celery_defaults", probe, publish, peer.app, QUEUE)
         finally:
             worker.stop()
             peer.app.close()
-    return summary(runs, drain=summary(drains))
+    return summary(runs, cpu_us_per_task=cpu_us, drain=summary(drains))

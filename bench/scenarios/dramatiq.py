@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from bench.harness import Bench, summary
-from bench.workload import end_to_end, load_peer, warm_up
+from bench.workload import end_to_end_cpu, load_peer, warm_up
 
 
 def run(bench: Bench) -> dict[str, Any]:
@@ -25,8 +25,8 @@ def run(bench: Bench) -> dict[str, Any]:
 
         try:
             warm_up(bench, probe, publish)
-            runs = end_to_end(bench, "dramatiq", probe, publish)
+            runs, cpu_us = end_to_end_cpu(bench, "dramatiq", probe, publish)
         finally:
             worker.stop()
             peer.broker.close()
-    return summary(runs)
+    return summary(runs, cpu_us_per_task=cpu_us)

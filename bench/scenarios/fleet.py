@@ -8,30 +8,38 @@ Publisher confirms, persistent messages, late acks, the `default` pool spec
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from kombu import Connection
 
 from bench.harness import Bench, summary
-from bench.workload import drain, end_to_end, warm_up
+from bench.probe import Probe
+from bench.workload import drain, end_to_end_cpu, warm_up
 from fleet.celery_app import FleetCelery, create_celery
+from fleet.pools import PoolSpec
 from fleet.publish import publish_many
 from fleet.settings import load_settings
+from fleet.testing.processes import FleetProcess
 from fleet.worker.run import resolve_pool
 from queues import declare_topology
 
 BATCH = 1000  # messages per publish_many call, as the batch API would send them
 
 
-def fleet_publisher(app: FleetCelery, queue: str | None = None, batch: int = BATCH) -> Any:
-    """A ``publish(n)`` that sends ``n`` no-ops through ``publish_many`` in batches."""
+def fleet_publisher(app: FleetCelery, queue: str | None = None, batch: int = BATCH, task: str = "bench.noop") -> Any:
+    """A ``publish(n, *args)`` that sends ``n`` ``task(sent_at, *args)`` through ``publish_many`` in batches;
+    it returns their task ids."""
     options = {"queue": queue} if queue else {}
 
-    def publish(n: int) -> None:
+    def publish(n: int, *args: Any) -> list[str]:
+        ids: list[str] = []
         for start in range(0, n, batch):
-            calls = [("bench.noop", (time.time(),), {}, options) for _ in range(min(batch, n - start))]
-            publish_many(app, calls, timeout=60)
+            calls = [(task, (time.time(), *args), {}, options) for _ in range(min(batch, n - start))]
+            ids += publish_many(app, calls, timeout=60)
+        return ids
 
     return publish
 
@@ -44,25 +52,51 @@ def fleet_app(env: Mapping[str, str]) -> FleetCelery:
     return app
 
 
-def measure(bench: Bench, name: str, extra_env: Mapping[str, str] | None = None, with_drain: bool = True) -> dict:
-    """End to end (and drain) of the `default` pool's workers (one per replica) with ``extra_env``."""
+@dataclass
+class FleetSide:
+    """One fleet under test: its vhost, environment, app, probe and the pool's workers once started."""
+
+    url: str
+    env: dict[str, str]
+    app: FleetCelery
+    probe: Probe
+    spec: PoolSpec
+    processes: list[FleetProcess] = field(default_factory=list)
+
+    def start(self, bench: Bench, name: str) -> list[FleetProcess]:
+        """``fleet worker <pool>``, one per replica of the pool spec, as supervisor runs the pool."""
+        for index in range(self.spec.replicas):
+            argv = ["fleet", "worker", self.spec.name] + (["--index", str(index)] if self.spec.replicas > 1 else [])
+            self.processes.append(bench.start(f"{name}-{index}", argv, self.env))
+        return self.processes
+
+
+@contextmanager
+def fleet_side(
+    bench: Bench, name: str, extra_env: Mapping[str, str] | None = None, pool: str = "default"
+) -> Iterator[FleetSide]:
+    """A private vhost with the topology declared and ``pool``'s spec resolved; workers stopped on leaving."""
     with bench.vhost() as vhost:
         probe = bench.probe(name)
         env = bench.env(vhost, probe, **(extra_env or {}))
         app = fleet_app(env)
-        spec = resolve_pool("default", app.fleet_settings)
-        for index in range(spec.replicas):  # as supervisor runs the pool: one process per replica
-            argv = ["fleet", "worker", "default"] + (["--index", str(index)] if spec.replicas > 1 else [])
-            bench.start(f"{name}-{index}", argv, env)
-        publish = fleet_publisher(app)
+        side = FleetSide(vhost.url, env, app, probe, resolve_pool(pool, app.fleet_settings))
         try:
-            warm_up(bench, probe, publish)
-            runs = end_to_end(bench, name, probe, publish)
-            drains = drain(bench, name, probe, publish, app, "default", workers=spec.replicas) if with_drain else []
+            yield side
         finally:
-            bench.stop_all()
+            bench.stop(side.processes)
             app.close()
-    result = summary(runs)
+
+
+def measure(bench: Bench, name: str, extra_env: Mapping[str, str] | None = None, with_drain: bool = True) -> dict:
+    """End to end (and drain) of the `default` pool's workers (one per replica) with ``extra_env``."""
+    with fleet_side(bench, name, extra_env) as side:
+        side.start(bench, name)
+        publish = fleet_publisher(side.app)
+        warm_up(bench, side.probe, publish)
+        runs, cpu_us = end_to_end_cpu(bench, name, side.probe, publish)
+        drains = drain(bench, name, side.probe, publish, side.app, "default", side.spec.replicas) if with_drain else []
+    result = summary(runs, cpu_us_per_task=cpu_us)
     if drains:
         result["drain"] = summary(drains)
     return result

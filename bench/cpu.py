@@ -1,0 +1,95 @@
+"""CPU a worker spends, read from /proc: every process of its tree, pool children included.
+
+A process's own time is ``utime + stime`` of /proc/<pid>/stat; the time of the
+children it has reaped (a recycled prefork child) is in its ``cutime + cstime``.
+So the tree's total, live processes plus everything they reaped, only grows
+while the tree runs, and the difference of two readings is the CPU spent in
+between, whatever execution model (prefork, threads, processes x threads) the
+worker uses. A child reaped by no process of the tree (reparented to init) is
+lost; workers do not do that.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Stat:
+    """What the bench needs of one /proc/<pid>/stat line (times in clock ticks)."""
+
+    pid: int
+    ppid: int
+    own_ticks: int  # utime + stime
+    reaped_ticks: int  # cutime + cstime: children it waited for
+
+    @property
+    def ticks(self) -> int:
+        return self.own_ticks + self.reaped_ticks
+
+
+def parse_stat(line: str) -> Stat:
+    """Parse /proc/<pid>/stat; ``comm`` (field 2) may hold spaces and parentheses, so split after its last ')'."""
+    pid, _, rest = line.partition(" (")
+    fields = rest.rpartition(") ")[2].split()
+    # fields[0] is field 3 (state): ppid is field 4, utime..cstime fields 14..17
+    return Stat(int(pid), int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14]))
+
+
+def read_all(proc: Path = PROC) -> dict[int, Stat]:
+    """Every process's stat (those that exit while reading are skipped)."""
+    stats = {}
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = parse_stat((entry / "stat").read_text())
+            except (OSError, ValueError, IndexError):
+                continue
+            stats[stat.pid] = stat
+    return stats
+
+
+def tree_ticks(stats: dict[int, Stat], roots: Iterable[int]) -> int:
+    """Clock ticks of ``roots`` and all their descendants, reaped children included."""
+    children: dict[int, list[int]] = {}
+    for stat in stats.values():
+        children.setdefault(stat.ppid, []).append(stat.pid)
+    seen: set[int] = set()
+    stack = [pid for pid in roots if pid in stats]
+    while stack:
+        pid = stack.pop()
+        if pid not in seen:
+            seen.add(pid)
+            stack += children.get(pid, [])
+    return sum(stats[pid].ticks for pid in seen)
+
+
+def cpu_seconds(roots: Iterable[int]) -> float:
+    """CPU seconds the process trees under ``roots`` have used so far."""
+    return tree_ticks(read_all(), roots) / TICKS_PER_S
+
+
+@dataclass
+class CpuReading:
+    """CPU seconds the trees used between entering and leaving :func:`measure`."""
+
+    seconds: float = 0.0
+
+    def per_task_us(self, tasks: int) -> float | None:
+        return round(self.seconds / tasks * 1e6, 1) if tasks and self.seconds > 0 else None
+
+
+@contextmanager
+def measure(roots: Iterable[int]) -> Iterator[CpuReading]:
+    roots = list(roots)
+    reading = CpuReading()
+    before = cpu_seconds(roots)
+    yield reading
+    reading.seconds = cpu_seconds(roots) - before

@@ -1,0 +1,108 @@
+"""The bench's pure logic: /proc parsing, CPU of a process tree, windows, efficiency, a median's CI, the report.
+
+Nothing here times anything: the inputs are fixed numbers, the outputs arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench import report
+from bench.cpu import Stat, parse_stat, tree_ticks
+from bench.scenarios.metrics_overhead import overhead_figures, overlap_rates
+from bench.stats import efficiency, median_ci, window_rates
+
+pytestmark = pytest.mark.pure
+
+# A real /proc/<pid>/stat line, its comm holding a space and a parenthesis, as a worker's may.
+STAT = (
+    "4242 (celery) worker) S 4200 4242 4242 0 -1 4194560 1523 0 0 0 "
+    "130 27 9 4 20 0 3 0 12345 123456789 4567 18446744073709551615 1 1 0 0 0 0 0 16781312 0 0 0 17 1 0 0 0 0 0"
+)
+
+
+def test_parse_stat_reads_past_a_comm_with_spaces_and_parentheses() -> None:
+    stat = parse_stat(STAT)
+    assert (stat.pid, stat.ppid, stat.own_ticks, stat.reaped_ticks) == (4242, 4200, 157, 13)
+
+
+def test_tree_counts_descendants_and_what_they_reaped_but_not_strangers() -> None:
+    stats = {
+        s.pid: s
+        for s in (
+            Stat(10, 1, 100, 50),  # the worker; 50 ticks of a recycled child it reaped
+            Stat(11, 10, 30, 0),  # pool child
+            Stat(12, 11, 5, 0),  # grandchild
+            Stat(20, 1, 1000, 0),  # another process on the machine
+        )
+    }
+    assert tree_ticks(stats, [10]) == 185
+    assert tree_ticks(stats, [10, 99]) == 185  # a root that exited counts nothing
+
+
+def test_window_rates_split_completions_after_the_warm_up() -> None:
+    finished = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 4.5]  # two warm-up, then windows of three
+    assert window_rates(finished, skip=2, size=3) == pytest.approx([3 / (2.0 - 0.5), 3 / (4.5 - 2.0)])
+    with pytest.raises(ValueError):
+        window_rates(finished, skip=0, size=3)
+
+
+def test_efficiency_is_rate_over_slots_per_task_time() -> None:
+    assert efficiency(360, slots=2, task_seconds=0.005) == pytest.approx(0.9)
+    assert efficiency(720, slots=16, task_seconds=0.02) == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize(("n", "expected"), [(6, (0, 5)), (10, (1, 8)), (20, (5, 14)), (40, (13, 26))])
+def test_median_ci_takes_the_binomial_order_statistics(n: int, expected: tuple[int, int]) -> None:
+    """The textbook 95% intervals for the median (0-based order statistics)."""
+    assert median_ci([float(i) for i in range(n)]) == expected
+    assert all(math.isnan(x) for x in median_ci([]))
+
+
+def test_overlap_rates_count_only_while_both_sides_ran() -> None:
+    rates = overlap_rates({"on": [0.0, 1.0, 2.0, 3.0, 4.0], "off": [1.0, 2.0, 10.0]})
+    assert rates == {"on": pytest.approx(4 / 3), "off": pytest.approx(2 / 3)}
+
+
+def test_overhead_is_the_median_cpu_ratio_with_its_interval() -> None:
+    cpu = {"on": [110.0] * 10, "off": [100.0] * 10}
+    rates = {"on": [90.0] * 10, "off": [100.0] * 10}
+    figures = overhead_figures(rates, cpu)
+    assert figures["overhead"] == pytest.approx(0.1)
+    assert figures["throughput_overhead"] == pytest.approx(0.1)
+    assert figures["resolves_5pct"] and figures["decides_goal"]
+
+
+def test_ratios_are_none_for_failed_or_missing_scenarios_and_the_table_still_renders() -> None:
+    results = {
+        "fleet": {"status": "measured", "tasks_per_s": 2000.0, "cpu_us_per_task": 300.0},
+        "dramatiq": {"status": "measured", "tasks_per_s": 4000.0, "cpu_us_per_task": 400.0},
+        "results": {
+            "status": "measured",
+            "sqlite": {"ratio": 1.5},
+            "redis": {"status": "failed", "error": "ConnectionError()"},
+        },
+        "cpu_bound": {"status": "failed", "error": "TimeoutError()"},
+        "priority_under_flood": {"status": "measured", "p99_ms": 40.0},
+        "metrics_overhead": {"status": "measured", "overhead": 0.03, "overhead_ci95": [-0.02, 0.08], "rounds": 40,
+                             "decides_goal": False},
+    }  # fmt: skip
+    ratios = report.ratios(results)
+    assert set(ratios) == set(report.GOALS)
+    assert ratios["fleet_vs_dramatiq"] == 0.5
+    assert ratios["cpu_per_task_vs_dramatiq"] == 0.75
+    assert ratios["results_vs_celery_defaults"] == 1.5
+    assert ratios["results_vs_celery_defaults_redis"] is None
+    assert ratios["cpu_bound_efficiency"] is None
+    assert ratios["priority_under_flood.p99_ms"] == 40.0
+    facts = {
+        "when": "now", "commit": "abc", "run": "quick", "cores": 2, "cpu": "x", "rabbitmq": {}, "python": "3",
+        "packages": {}, "load_average_end": [], "sizes": {"repeats": 3},
+    }  # fmt: skip
+    table = report.table({"scenarios": results, "machine": facts, "ratios": ratios})
+    assert "| priority_under_flood.p99_ms | 40.00 | below 50 | yes |" in table
+    assert "| cpu_per_task_vs_dramatiq | 0.75 | at most 1 | yes |" in table
+    assert "| results | plain Celery defaults, results in Redis | failed |" in table
+    assert "| metrics_overhead | 0.03 (95% CI -0.020 to +0.080, 40 rounds) | at most 0.05 | undecided" in table
