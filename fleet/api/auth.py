@@ -35,6 +35,8 @@ OPEN_ATTRIBUTE = "fleet_open"
 SCOPES_ATTRIBUTE = "fleet_scopes"
 #: what a view of each blueprint needs when it says nothing itself (others: any valid token)
 BLUEPRINT_SCOPES = {"tasks": frozenset({"enqueue"}), "ops": frozenset({"read"})}
+#: blueprints whose views check the tokens themselves (the console reads its login cookie)
+SELF_AUTHENTICATING = frozenset({"console"})
 #: a scope and the scopes it includes
 IMPLIES = {"operate": frozenset({"operate", "read"})}
 
@@ -137,7 +139,7 @@ def require_token() -> None:
     if request.endpoint is None:  # a 404/405 answered anyway
         return
     view = current_app.view_functions.get(request.endpoint)
-    if getattr(view, OPEN_ATTRIBUTE, False):
+    if getattr(view, OPEN_ATTRIBUTE, False) or request.blueprint in SELF_AUTHENTICATING:
         return
     settings = api_state().settings
     caller = identify(settings, _supplied_token()) if tokens_configured(settings) else ANONYMOUS

@@ -114,9 +114,9 @@ def worker_pools(state: ApiState) -> list[dict[str, Any]]:
     return workers.report(specs, stats, active, reserved, workers.heartbeat_ages(state.settings.var_dir))
 
 
-def recent_tasks(state: ApiState, **query: Any) -> dict[str, Any]:
+def recent_tasks(api: ApiState, **query: Any) -> dict[str, Any]:
     try:
-        return task_rows.recent(state.celery.backend, **query)
+        return task_rows.recent(api.celery.backend, **query)
     except task_rows.NoTaskQuery as exc:
         raise ApiError(501, "not_implemented", str(exc)) from None
 
