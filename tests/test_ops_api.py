@@ -10,45 +10,21 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import requests
 
 from fleet.celery_app import FleetCelery
 from fleet.testing.broker import queue_depth
 from fleet.testing.processes import FLEET, FleetProcess, start_worker
+from tests.conftest import ENQUEUE, OPERATE, READ
 from tests.support.api import ApiServer
 from tests.support.peers import HTTPPeer
-
-OPERATE, READ, ENQUEUE = (f"{scope}-{uuid.uuid4().hex}" for scope in ("operate", "read", "enqueue"))
-TOKENS = f"ops:operate:{OPERATE},viewer:read:{READ},client:enqueue:{ENQUEUE}"
 
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture
-def ops_env(private_env: dict[str, str]) -> dict[str, str]:
-    return {**private_env, "FLEET_API_TOKENS": TOKENS, "FLEET_RETRY_BACKOFF_BASE": "0.05"}
-
-
-@pytest.fixture
-def ops_api(ops_env: dict[str, str], log_dir: Path) -> Iterator[ApiServer]:
-    server = ApiServer(ops_env, log_dir, FLEET_API_TOKENS=TOKENS).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def default_worker(ops_env: dict[str, str], log_dir: Path) -> Iterator[list[FleetProcess]]:
-    """The default pool's worker, in a list a test may restart it in."""
-    workers = [start_worker("default", ops_env, log_dir)]
-    yield workers
-    for worker in workers:
-        worker.stop()
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout: float = 60) -> None:
