@@ -99,3 +99,8 @@ def test_console_login_sets_a_strict_httponly_cookie_and_forms_need_csrf(tmp_pat
     forged = client.post("/console/queues/default/pause", data={"csrf": "forged"})
     assert forged.status_code == 403 and "CSRF" in forged.get_data(as_text=True)
     assert "script-src 'self'" in forged.headers["Content-Security-Policy"]
+
+
+def test_a_read_token_cannot_cancel_a_task(tmp_path: Path) -> None:
+    client = _client(tmp_path, FLEET_API_TOKENS=TOKENS)
+    assert client.post("/api/task-cancel/some-id", headers={"Authorization": "Bearer read-secret"}).status_code == 403

@@ -24,6 +24,7 @@ from flask import Blueprint, Response, jsonify
 from kombu import Producer
 from pydantic import TypeAdapter, ValidationError
 
+from fleet.api.auth import needs
 from fleet.api.body import validated, validation_error
 from fleet.api.enqueue import publish_failed, record_published
 from fleet.api.errors import ApiError, unavailable
@@ -184,6 +185,7 @@ def store_revoked(state: ApiState, task_id: str) -> None:
 
 
 @bp.post("/api/task-cancel/<task_id>")
+@needs("enqueue", "operate")  # a client cancels what it sent, an operator anything; a read token nothing
 def task_cancel(task_id: str) -> Response:
     """Cancel: a queued task never runs; a running one is terminated with ``{"terminate": true}``
     (prefork pools; Celery cannot stop a thread), else it finishes. 404 for an id nobody knows."""
