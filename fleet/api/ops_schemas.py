@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from fleet.api.schemas import QueueName, Request, TaskId
+from fleet.api.schemas import QueueName, Request, TaskId, _one_of
 from fleet.ops.tasks import STATES
 
 #: Dead letters or tasks answered per page at most.
@@ -34,15 +34,17 @@ class TasksQuery(PageQuery):
 
 
 class ReplayRequest(Request):
-    """Which dead letters to replay: ``task_ids``, or ``all``."""
+    """Which dead letters to replay: ``task_ids``, or ``all`` (exactly one of them)."""
 
-    task_ids: Annotated[list[TaskId], Field(min_length=1, max_length=PAGE_MAX)] | None = None
-    all: Literal[True] | None = None
+    model_config = ConfigDict(json_schema_extra=lambda schema: _one_of(schema, "task_ids", "all"))
+
+    task_ids: Annotated[list[TaskId], Field(min_length=1, max_length=PAGE_MAX)] = Field(None)  # type: ignore[assignment]
+    all: Literal[True] = Field(None)  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _one(self) -> ReplayRequest:
-        if (self.task_ids is None) == (self.all is None):
-            raise ValueError("give either task_ids or all: true")
+        if len({"task_ids", "all"} & self.model_fields_set) != 1:
+            raise ValueError("give either task_ids or all: true, exactly one of them")
         return self
 
 
