@@ -15,9 +15,10 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Column, Engine, Float, MetaData, String, Table, create_engine, delete, select
+from sqlalchemy import Column, Engine, Float, MetaData, String, Table, create_engine, delete, make_url, select
 
 from fleet.settings import Settings
 
@@ -65,8 +66,12 @@ class SQLPauses:
         """One engine per process (a forked worker or gunicorn worker must not share its parent's)."""
         with self._lock:
             if self._engine is None or self._pid != os.getpid():
+                # bounded: workers read the flags from their event loop, a hung database must not stall it
                 sqlite = self.url.startswith("sqlite")
-                self._engine = create_engine(self.url, connect_args={"timeout": 5} if sqlite else {})
+                if sqlite and make_url(self.url).database:  # a fresh var/ (fleet queue list before any worker ran)
+                    Path(make_url(self.url).database).parent.mkdir(parents=True, exist_ok=True)
+                args = {"timeout": 5} if sqlite else {"connect_timeout": 5} if self.url.startswith("postgres") else {}
+                self._engine = create_engine(self.url, connect_args=args, pool_pre_ping=not sqlite)
                 self.table.metadata.create_all(self._engine, checkfirst=True)
                 self._pid = os.getpid()
             return self._engine

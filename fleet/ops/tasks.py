@@ -30,12 +30,15 @@ def _decoded(backend: Any, raw: bytes | None) -> Any:
         return None
 
 
-def _exception(status: str, result: Any) -> dict[str, str] | None:
+def _exception(backend: Any, status: str, result: Any) -> dict[str, str] | None:
+    """Type and message as ``str(exc)`` gives them (what fleet.dlq shows for a dead letter too)."""
     if status != states.FAILURE or not isinstance(result, dict) or "exc_type" not in result:
         return None
-    message = result.get("exc_message")
-    text = " ".join(map(str, message)) if isinstance(message, list | tuple) else str(message)
-    return {"type": str(result["exc_type"]), "message": text}
+    try:
+        exc = backend.exception_to_python(result)
+    except Exception:  # noqa: BLE001 - an exception type this process cannot rebuild: its stored words
+        return {"type": str(result["exc_type"]), "message": str(result.get("exc_message"))}
+    return {"type": str(result["exc_type"]), "message": str(exc)}
 
 
 def _iso(when: datetime | None) -> str | None:
@@ -86,7 +89,7 @@ def recent(
                     "started": _iso(row.date_done) if running else None,
                     "finished": None if running else _iso(row.date_done),
                     "args": str(_decoded(backend, row.args))[:80] if row.args is not None else None,
-                    "exception": _exception(row.status, _decoded(backend, row.result)),
+                    "exception": _exception(backend, row.status, _decoded(backend, row.result)),
                 }
             )
         return {"total": total, "limit": limit, "offset": offset, "items": items}
