@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import Column, Engine, Float, MetaData, String, Table, create_engine, delete, make_url, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from fleet.settings import Settings
 
@@ -72,7 +73,10 @@ class SQLPauses:
                     Path(make_url(self.url).database).parent.mkdir(parents=True, exist_ok=True)
                 args = {"timeout": 5} if sqlite else {"connect_timeout": 5} if self.url.startswith("postgres") else {}
                 self._engine = create_engine(self.url, connect_args=args, pool_pre_ping=not sqlite)
-                self.table.metadata.create_all(self._engine, checkfirst=True)
+                try:
+                    self.table.metadata.create_all(self._engine, checkfirst=True)
+                except SQLAlchemyError:  # workers starting together: another one created it between check and create
+                    self.table.metadata.create_all(self._engine, checkfirst=True)
                 self._pid = os.getpid()
             return self._engine
 
