@@ -185,7 +185,13 @@ TOKENS = f"ops:operate:{OPERATE},viewer:read:{READ},client:enqueue:{ENQUEUE}"
 @pytest.fixture
 def ops_env(private_env: dict[str, str]) -> dict[str, str]:
     """``private_env`` with scoped API tokens and quick retries (a dead letter in about a second)."""
-    return {**private_env, "FLEET_API_TOKENS": TOKENS, "FLEET_RETRY_BACKOFF_BASE": "0.05"}
+    return {
+        **private_env,
+        "FLEET_API_TOKENS": TOKENS,
+        "FLEET_RETRY_BACKOFF_BASE": "0.05",
+        # its workers' /metrics ports, apart from the run's workers
+        "FLEET_METRICS_PORT": str(free_port_block(sum(spec.replicas for spec in POOLS.values()))),
+    }
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from pathlib import Path
 import requests
 
 from fleet.celery_app import FleetCelery
+from fleet.pools import metrics_port
 from fleet.testing.broker import queue_depth
 from fleet.testing.processes import FLEET, FleetProcess, start_worker
 from tests.conftest import ENQUEUE, OPERATE, READ
@@ -114,6 +115,10 @@ def test_a_paused_queue_runs_nothing_even_after_a_restart_and_everything_once_re
     wait_until(lambda: queue_depth(url, "default")[1] == 0, "the worker stopped consuming default at once", timeout=15)
     assert queue_row()["paused"] is True
 
+    metrics = f"http://127.0.0.1:{metrics_port(int(ops_env['FLEET_METRICS_PORT']), 'default')}/metrics"
+    assert 'fleet_queue_paused{queue="default"} 1.0' in requests.get(metrics, timeout=30).text
+    assert 'fleet_queue_paused{queue="email"} 0.0' in requests.get(metrics, timeout=30).text
+
     results = [private_app.send_task("tasks.add", (n, n)) for n in range(5)]
     time.sleep(3)
     assert queue_depth(url, "default")[0] == 5, "nothing runs while paused"
@@ -128,6 +133,7 @@ def test_a_paused_queue_runs_nothing_even_after_a_restart_and_everything_once_re
     assert resumed.status_code == 200 and resumed.json()["paused"] is False
     assert [result.get(timeout=30) for result in results] == [2 * n for n in range(5)], "everything runs once resumed"
     assert queue_row()["paused"] is False and queue_row()["consumers"] == 1
+    assert 'fleet_queue_paused{queue="default"} 0.0' in requests.get(metrics, timeout=30).text
 
 
 def test_cli_pauses_and_resumes_like_the_api(ops_env: dict[str, str]) -> None:
