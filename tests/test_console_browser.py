@@ -110,9 +110,15 @@ def test_operate_in_the_browser(
     while queue_depth(url, "default")[1] != 0:
         assert time.monotonic() < deadline, "the worker stopped consuming default"
         time.sleep(0.2)
+    # the page refreshes its table in place: the new message shows up without a reload
+    page.evaluate("window.fleetNotReloaded = true")
+    waiting = private_app.send_task("tasks.add", (3, 3))
+    expect(default_row.locator("td").nth(1)).to_have_text("1", timeout=20_000)
+    assert page.evaluate("window.fleetNotReloaded === true"), "updated in place, not reloaded"
     default_row.locator("button.resume").click()
     expect(default_row.locator(".state")).to_have_text("consuming")
     expect(default_row.locator("td").nth(3)).to_have_text("1", timeout=20_000)  # its worker consumes it again
+    assert waiting.get(timeout=30) == 6, "what waited while paused runs once resumed"
 
     page.click("header nav >> text=Scheduled")
     expect(page.locator(f'#scheduled tr[data-task-id="{later.id}"]')).to_have_count(1)
