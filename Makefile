@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test test-fast lint broker prometheus worker beat api render bench clean soak
+.PHONY: install run test test-fast lint broker prometheus chromium console-screenshots worker beat api render bench clean soak
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,7 +43,14 @@ prometheus:  ## promtool and prometheus (Debian package), for the rule tests and
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
 		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y prometheus; }
 
-test: install broker prometheus  ## the whole suite against the local RabbitMQ (a private vhost per run)
+chromium:  ## Debian's Chromium, the browser the console's Playwright tests drive (Playwright cannot download one here)
+	@command -v /usr/bin/chromium >/dev/null || \
+		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
+
+console-screenshots: install broker chromium  ## re-take the console screenshots in docs/img (the README shows them)
+	FLEET_CONSOLE_SCREENSHOTS=docs/img $(BIN)/pytest tests/test_console_browser.py -q $(PYTEST_ARGS)
+
+test: install broker prometheus chromium  ## the whole suite against the local RabbitMQ (a private vhost per run)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: install prometheus  ## the pure tier: needs no RabbitMQ, Redis or peers, runs in seconds

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from fleet import console
 from fleet.api import BLUEPRINTS, install
 from fleet.celery_app import FleetCelery, create_celery
 from fleet.settings import Settings, load_settings
@@ -31,4 +32,5 @@ def create_app(settings: Settings | None = None, celery: FleetCelery | None = No
     install(app, settings, celery)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
+    app.register_blueprint(console.bp)  # HTML pages over the ops API's functions, not part of the OpenAPI document
     return app

@@ -156,6 +156,7 @@ def create_celery(settings: Settings | None = None) -> FleetCelery:
     app.config_from_object(celery_config(settings, registered=lambda: app.tasks))
     app.steps["consumer"].add(DeclareTopology)
     app.steps["consumer"].add("fleet.worker.health:Heartbeat")  # liveness/readiness files for probes
+    app.steps["consumer"].add("fleet.worker.pausing:HonourPauses")  # paused queues stay paused (fleet.ops.pause)
     app.set_current()
     app.set_default()
     # Import the task modules now so the router knows every registered name when

@@ -162,8 +162,9 @@ _QUEUE = click.argument("queue", type=click.Choice(list(WORK_QUEUES)))
 @dlq.command("list")
 @click.argument("queue", required=False, type=click.Choice(list(WORK_QUEUES)))
 @click.option("--limit", default=20, show_default=True, help="Messages to show per queue.")
+@click.option("--offset", default=0, show_default=True, help="Skip this many first (they stay in place).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def dlq_list(queue: str | None, limit: int, as_json: bool) -> None:
+def dlq_list(queue: str | None, limit: int, offset: int, as_json: bool) -> None:
     """Show dead letters per queue: task, id, reason, retries used, and the exception it died of."""
     from fleet import dlq as dead_letters
     from fleet.celery_app import create_celery
@@ -174,7 +175,7 @@ def dlq_list(queue: str | None, limit: int, as_json: bool) -> None:
         letters = [
             letter
             for name in ([queue] if queue else WORK_QUEUES)
-            for letter in dead_letters.peek(connection, name, limit, backend)
+            for letter in dead_letters.peek(connection, name, limit, backend, offset=offset)
         ]
     if as_json:
         click.echo(dead_letters.to_json(letters))
@@ -195,14 +196,14 @@ def dlq_list(queue: str | None, limit: int, as_json: bool) -> None:
 
 @dlq.command("replay")
 @_QUEUE
-@click.option("--id", "task_id", default=None, help="Replay only this task id.")
+@click.option("--id", "task_ids", multiple=True, help="Replay only this task id (repeat for several).")
 @click.option("--limit", type=int, default=None, help="Replay at most this many.")
-def dlq_replay(queue: str, task_id: str | None, limit: int | None) -> None:
+def dlq_replay(queue: str, task_ids: tuple[str, ...], limit: int | None) -> None:
     """Move dead letters back to the queue they came from, each with a fresh retry budget."""
     from fleet import dlq as dead_letters
 
     with _broker() as connection:
-        moved = dead_letters.replay(connection, queue, task_id=task_id, limit=limit)
+        moved = dead_letters.replay(connection, queue, limit=limit, task_ids=task_ids or None)
     click.echo(f"replayed {moved} message(s) from {queue}.dlq (retry count reset: each gets its full retries again)")
 
 
@@ -218,6 +219,68 @@ def dlq_purge(queue: str, yes: bool) -> None:
     with _broker() as connection:
         purged = dead_letters.purge(connection, queue)
     click.echo(f"purged {purged} message(s) from {queue}.dlq")
+
+
+@dlq.command("delete")
+@_QUEUE
+@click.option("--id", "task_ids", multiple=True, required=True, help="Delete this task id's dead letter (repeatable).")
+def dlq_delete(queue: str, task_ids: tuple[str, ...]) -> None:
+    """Delete chosen dead letters of QUEUE for good (purge deletes them all)."""
+    from fleet import dlq as dead_letters
+
+    with _broker() as connection:
+        deleted = dead_letters.delete(connection, queue, task_ids)
+    click.echo(f"deleted {deleted} message(s) from {queue}.dlq")
+    if deleted < len(set(task_ids)):
+        sys.exit(1)
+
+
+@main.group()
+def queue() -> None:
+    """Pause and resume a work queue on every worker (the flag survives restarts; messages wait in RabbitMQ)."""
+
+
+def _pauses():  # noqa: ANN202 - click plumbing
+    from fleet.ops.pause import open_pauses
+
+    return open_pauses(_settings())
+
+
+@queue.command("pause")
+@_QUEUE
+def queue_pause(queue: str) -> None:
+    """Stop every worker consuming QUEUE until it is resumed (running tasks finish)."""
+    import getpass
+
+    from fleet.celery_app import create_celery
+    from fleet.ops.pause import pause_queue
+    from fleet.publish import publisher_for
+
+    celery = create_celery(_settings())
+    pause_queue(_pauses(), publisher_for(celery), celery, queue, f"cli:{getpass.getuser()}")
+    click.echo(f"paused {queue}: workers stop consuming it now (or within a heartbeat); messages wait")
+
+
+@queue.command("resume")
+@_QUEUE
+def queue_resume(queue: str) -> None:
+    """Let QUEUE's pool consume it again (within a worker heartbeat)."""
+    from fleet.ops.pause import resume_queue
+
+    was = resume_queue(_pauses(), queue)
+    click.echo(f"resumed {queue}" if was else f"{queue} was not paused")
+
+
+@queue.command("list")
+def queue_list() -> None:
+    """Show the paused queues, who paused them and when."""
+    import datetime
+
+    paused = _pauses().paused()
+    for name in WORK_QUEUES:
+        pause = paused.get(name)
+        when = datetime.datetime.fromtimestamp(pause.at, datetime.UTC).isoformat(timespec="seconds") if pause else ""
+        click.echo(f"{name}: paused by {pause.by} at {when}" if pause else f"{name}: consuming")
 
 
 @main.command()

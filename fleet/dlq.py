@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,6 +19,8 @@ from queues import TASK_EXCHANGE, WORK_QUEUES, dlq_name
 RETRIES_HEADER = "retries"
 #: Traceback lines kept in a summary: the innermost frame and the exception.
 TRACEBACK_TAIL = 3
+#: Characters of a task's args and kwargs shown (their repr, as the publisher wrote it).
+ARGS_SHOWN = 80
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,9 @@ class DeadLetter:
     error: str = ""
     #: the last lines of its traceback
     traceback: str = ""
+    kwargs: str = ""
+    #: when it was first dead-lettered (``died_at`` is the last time)
+    first_died_at: str = ""
 
     def as_row(self) -> dict[str, Any]:
         return self.__dict__
@@ -56,16 +62,19 @@ def failure_of(backend: Any, task_id: str) -> tuple[str, str]:
 
 def _describe(queue: str, message: Any) -> DeadLetter:
     headers = message.headers or {}
-    death = (headers.get("x-death") or [{}])[0]
+    deaths = headers.get("x-death") or [{}]
+    times = sorted(str(death["time"]) for death in deaths if death.get("time") is not None)
     return DeadLetter(
         queue=queue,
         task=str(headers.get("task", "?")),
         task_id=str(headers.get("id", "?")),
-        reason=str(death.get("reason", "?")),
-        deaths=int(death.get("count", 1)),
-        died_at=str(death.get("time", "?")),
-        args=str(headers.get("argsrepr", ""))[:80],
+        reason=str(deaths[0].get("reason", "?")),
+        deaths=sum(int(death.get("count", 1)) for death in deaths),
+        died_at=times[-1] if times else "?",
+        args=str(headers.get("argsrepr", ""))[:ARGS_SHOWN],
         retries=int(headers.get(RETRIES_HEADER) or 0),
+        kwargs=str(headers.get("kwargsrepr", ""))[:ARGS_SHOWN],
+        first_died_at=times[0] if times else "?",
     )
 
 
@@ -82,18 +91,26 @@ def depths(connection: Connection) -> dict[str, int]:
     return {queue: channel.queue_declare(dlq_name(queue), passive=True).message_count for queue in WORK_QUEUES}
 
 
-def peek(connection: Connection, queue: str, limit: int = 20, backend: Any = None) -> list[DeadLetter]:
-    """Describe up to ``limit`` dead letters of ``queue`` without removing them.
+def _unacked(channel: Any, queue: str) -> Iterator[Any]:
+    """The dead letters of ``queue`` in order, each held unacked by ``channel`` until it is acked
+    or the channel closes (then it returns to its place in the queue)."""
+    while (message := channel.basic_get(dlq_name(queue), no_ack=False)) is not None:
+        yield message
+
+
+def peek(connection: Connection, queue: str, limit: int = 20, backend: Any = None, offset: int = 0) -> list[DeadLetter]:
+    """Describe up to ``limit`` dead letters of ``queue`` after the first ``offset``, removing none.
 
     With a Celery result ``backend``, each carries the exception and traceback summary it died of.
     """
     channel = connection.channel()
     try:
-        found = []
-        while len(found) < limit:
-            message = channel.basic_get(dlq_name(queue), no_ack=False)
-            if message is None:
+        found: list[DeadLetter] = []
+        for index, message in enumerate(_unacked(channel, queue)):
+            if len(found) >= limit:
                 break
+            if index < offset:
+                continue
             letter = _describe(queue, message)
             if backend is not None and letter.task_id != "?":
                 error, trace = failure_of(backend, letter.task_id)
@@ -110,6 +127,7 @@ def replay(
     task_id: str | None = None,
     limit: int | None = None,
     publisher: Publisher | None = None,
+    task_ids: Collection[str] | None = None,
 ) -> int:
     """Move dead letters of ``queue`` back to their work queue; return how many moved.
 
@@ -118,20 +136,20 @@ def replay(
     marked as a replay, so the worker runs it again unless it already succeeded.
     A replayed task gets a fresh retry budget: its retry count is reset, or one
     failure would send a task that had used its retries straight back here.
+    ``task_id`` or ``task_ids`` choose which; the others stay where they were.
     """
     if publisher is None:
         from fleet import default_app
 
         publisher = publisher_for(default_app())
+    wanted = _wanted(task_id, task_ids)
     channel = connection.channel()
-    moved = skipped = 0
+    moved = 0
     try:
-        while limit is None or moved < limit:
-            message = channel.basic_get(dlq_name(queue), no_ack=False)
-            if message is None:
+        for message in _unacked(channel, queue):
+            if limit is not None and moved >= limit:
                 break
-            if task_id and (message.headers or {}).get("id") != task_id:
-                skipped += 1
+            if wanted is not None and (message.headers or {}).get("id") not in wanted:
                 continue  # stays unacked, returns to the queue when the channel closes
             # a replay is a new publish: queue wait counts from now, not from the first attempt
             fresh = {PUBLISHED_AT_HEADER: time.time(), REPLAY_HEADER: True, RETRIES_HEADER: 0}
@@ -141,6 +159,28 @@ def replay(
     finally:
         channel.close()
     return moved
+
+
+def _wanted(task_id: str | None, task_ids: Collection[str] | None) -> set[str] | None:
+    """The task ids an operation is limited to, or None for every dead letter."""
+    if task_id is None and task_ids is None:
+        return None
+    return {*(task_ids or ()), *((task_id,) if task_id else ())}
+
+
+def delete(connection: Connection, queue: str, task_ids: Collection[str]) -> int:
+    """Delete the dead letters of ``queue`` with these task ids; return how many were deleted."""
+    wanted = set(task_ids)
+    channel = connection.channel()
+    deleted = 0
+    try:
+        for message in _unacked(channel, queue):
+            if (message.headers or {}).get("id") in wanted:
+                channel.basic_ack(message.delivery_tag)
+                deleted += 1
+    finally:
+        channel.close()
+    return deleted
 
 
 def purge(connection: Connection, queue: str) -> int:

@@ -74,6 +74,38 @@ def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+#: What an API token may do: ``read`` every GET of the ops API and console, ``operate`` read and act
+#: (replay, delete, pause, cancel), ``enqueue`` the enqueue routes (and the status of what it sent).
+TOKEN_SCOPES = ("read", "operate", "enqueue")
+#: The name actions taken with ``FLEET_API_TOKEN`` are logged under.
+SINGLE_TOKEN_NAME = "api-token"
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """One entry of ``FLEET_API_TOKENS``: its name (in the logs), its scope, its secret."""
+
+    name: str
+    scope: str
+    token: str = field(repr=False)
+
+
+def _tokens(raw: str) -> tuple[ApiToken, ...]:
+    """``name:scope:token,...``; the token itself may contain colons, never commas."""
+    tokens = []
+    for entry in _csv(raw):
+        name, scope, token = (part.strip() for part in (entry.split(":", 2) + ["", ""])[:3])
+        if not name or not token:
+            raise ValueError(f"entry {name or '?'!r}: expected name:scope:token")
+        if scope not in TOKEN_SCOPES:
+            raise ValueError(f"entry {name!r}: scope {scope!r} is not one of {', '.join(TOKEN_SCOPES)}")
+        tokens.append(ApiToken(name, scope, token))
+    names = [token.name for token in tokens]
+    if len(set(names)) != len(names):
+        raise ValueError("every token needs its own name (actions are logged by name)")
+    return tuple(tokens)
+
+
 def _env(name: str, default: str, parse: Callable[[str], T] = str) -> T:  # type: ignore[assignment]
     """Declare a field read from environment variable ``name``."""
     return field(default=None, metadata={"env": name, "default": default, "parse": parse})  # type: ignore[return-value]
@@ -120,6 +152,7 @@ class Settings:
 
     # Front end.
     api_token: str = _env("FLEET_API_TOKEN", "")
+    api_tokens: tuple[ApiToken, ...] = _env("FLEET_API_TOKENS", "", _tokens)
     api_bind: str = _env("FLEET_API_BIND", "127.0.0.1:5000")
     api_workers: int = _env("FLEET_API_WORKERS", "2", _positive_int)
     api_max_body_bytes: int = _env("FLEET_API_MAX_BODY_BYTES", "1048576", _positive_int)
@@ -170,6 +203,12 @@ class Settings:
         return Path(self.api_metrics_dir) if self.api_metrics_dir else self.metrics_dir / "api"
 
     @property
+    def all_tokens(self) -> tuple[ApiToken, ...]:
+        """``FLEET_API_TOKENS``, and ``FLEET_API_TOKEN`` once per scope (it may do everything)."""
+        single = tuple(ApiToken(SINGLE_TOKEN_NAME, scope, self.api_token) for scope in TOKEN_SCOPES)
+        return self.api_tokens + (single if self.api_token else ())
+
+    @property
     def is_production(self) -> bool:
         return self.env == "production"
 
@@ -208,8 +247,8 @@ def _check_production(settings: Settings) -> None:
     if not settings.is_production:
         return
     problems = []
-    if not settings.api_token:
-        problems.append("FLEET_API_TOKEN must be set when FLEET_ENV=production")
+    if not settings.all_tokens:
+        problems.append("FLEET_API_TOKENS or FLEET_API_TOKEN must be set when FLEET_ENV=production")
     if any(urlsplit(url).username in (None, "", "guest") for url in broker_urls(settings.broker_url)):
         problems.append("CELERY_BROKER_URL must not use RabbitMQ's guest account when FLEET_ENV=production")
     if problems:

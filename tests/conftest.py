@@ -10,6 +10,7 @@ service at all, so they must not ask for a fixture that does.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from fleet.settings import ROOT, Settings, load_settings
 from fleet.testing.broker import Vhost
 from fleet.testing.ports import free_port_block
 from fleet.testing.processes import FleetProcess, start_worker
+from tests.support.api import ApiServer
 from tests.support.apps import app_for
 from tests.support.disposable_rabbit import DisposableRabbit
 from tests.support.ledger import Ledger
@@ -28,7 +30,19 @@ from tests.support.peers import HTTPPeer, SMTPPeer
 
 #: fixtures that reach a running service (RabbitMQ, the loopback peers, Redis)
 SERVICE_FIXTURES = frozenset(
-    {"vhost", "smtp", "http_peer", "celery_app", "fleet_workers", "private_env", "ledger", "rabbit"}
+    {
+        "vhost",
+        "smtp",
+        "http_peer",
+        "celery_app",
+        "fleet_workers",
+        "private_env",
+        "ledger",
+        "rabbit",
+        "ops_env",
+        "ops_api",
+        "default_worker",
+    }
 )
 
 
@@ -161,3 +175,37 @@ def private_app(private_env: dict[str, str], celery_app: FleetCelery) -> Iterato
     """A Celery app on ``private_env``; the run's app is current again afterwards."""
     with app_for(private_env) as app:
         yield app
+
+
+#: the operator tests' tokens (fleet.api.auth): one per scope
+OPERATE, READ, ENQUEUE = (f"{scope}-{uuid.uuid4().hex}" for scope in ("operate", "read", "enqueue"))
+TOKENS = f"ops:operate:{OPERATE},viewer:read:{READ},client:enqueue:{ENQUEUE}"
+
+
+@pytest.fixture
+def ops_env(private_env: dict[str, str]) -> dict[str, str]:
+    """``private_env`` with scoped API tokens and quick retries (a dead letter in about a second)."""
+    return {
+        **private_env,
+        "FLEET_API_TOKENS": TOKENS,
+        "FLEET_RETRY_BACKOFF_BASE": "0.05",
+        # its workers' /metrics ports, apart from the run's workers
+        "FLEET_METRICS_PORT": str(free_port_block(sum(spec.replicas for spec in POOLS.values()))),
+    }
+
+
+@pytest.fixture
+def ops_api(ops_env: dict[str, str], log_dir: Path) -> Iterator[ApiServer]:
+    """``fleet api`` on ``ops_env`` (the ops API and the console)."""
+    server = ApiServer(ops_env, log_dir, FLEET_API_TOKENS=TOKENS).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def default_worker(ops_env: dict[str, str], log_dir: Path) -> Iterator[list[FleetProcess]]:
+    """The default pool's worker on ``ops_env``, in a list a test may restart it in."""
+    workers = [start_worker("default", ops_env, log_dir)]
+    yield workers
+    for worker in workers:
+        worker.stop()

@@ -61,8 +61,10 @@ def api_schema(schema_api: ApiServer) -> schemathesis.schemas.BaseSchema:
 
 #: Operations whose schema cannot say everything the server checks, and the check that therefore cannot hold.
 #: The generic enqueue's args must fit the chosen task's signature (422 otherwise), and the fleet health
-#: answers its documented 503 while no worker consumes this vhost.
+#: answers its documented 503 while no worker consumes this vhost. Deleting every dead letter of a queue takes
+#: its name again in "confirm", which must equal the path's queue (a schema cannot say so: 422 otherwise).
 EXCLUDED = {
+    ("delete", "/api/ops/dead-letters/{queue}"): [positive_data_acceptance],
     ("post", "/api/tasks"): [positive_data_acceptance],
     ("post", "/run-task"): [positive_data_acceptance],
     ("post", "/api/tasks/batch"): [positive_data_acceptance],

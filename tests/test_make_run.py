@@ -128,6 +128,15 @@ def test_make_run_from_a_fresh_checkout(tmp_path: Path) -> None:
         kept = [message_from_bytes(p.read_bytes()) for p in (home / "var" / "dev" / "mail").glob("*.eml")]
         assert [m["To"] for m in kept] == ["make-run@example.test"], "the sink keeps what it received"
         assert {q: queue_depth(vhost.url, dlq_name(q))[0] for q in WORK_QUEUES} == dict.fromkeys(WORK_QUEUES, 0)
+
+        # The console works in development: open without a login (no token set), saying so.
+        with urllib.request.urlopen(f"http://{api}/console/", timeout=30) as response:
+            page = response.read().decode()
+        assert response.status == 200 and "No API tokens are configured" in page
+        assert all(f'data-queue="{queue}"' in page for queue in WORK_QUEUES), page[-2000:]
+        with urllib.request.urlopen(f"http://{api}/api/ops/workers", timeout=30) as response:
+            pools = {pool["name"]: pool for pool in json.loads(response.read())["pools"]}
+        assert all(pools[name]["workers"] for name in POOLS), "every pool's workers answer"
     finally:
         # Ctrl-C: SIGINT to make's whole foreground group, as a terminal sends it.
         os.killpg(make.pid, signal.SIGINT)

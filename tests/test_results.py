@@ -32,7 +32,7 @@ def postgres_url() -> Iterator[str]:
 def redis_url() -> Iterator[str]:
     yield "redis://127.0.0.1:6379/15"
     client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
-    for pattern in ("celery-task-meta-*", "fleet-accepted:*"):
+    for pattern in ("celery-task-meta-*", "fleet-accepted:*", "fleet-paused-queues"):
         for key in client.scan_iter(pattern):
             client.delete(key)
 
@@ -70,3 +70,41 @@ def test_accepted_ids_live_beside_the_results(backend: str, private_env: dict[st
     store.record(ids[:1])  # recording again (a replayed answer) is harmless
     assert all(store.known(task_id) for task_id in ids)
     assert not store.known(str(uuid.uuid4()))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis", "postgres"])
+def test_pause_flags_live_beside_the_results(backend: str, private_env: dict[str, str], request) -> None:
+    """Every API and worker reads the same flags (fleet.ops.pause): two stores, one answer."""
+    from fleet.ops.pause import open_pauses
+
+    env = dict(private_env)
+    if backend != "sqlite":
+        env["CELERY_RESULT_BACKEND"] = request.getfixturevalue(f"{backend}_url")
+    writer, reader = open_pauses(load_settings(env)), open_pauses(load_settings(env))
+    writer.pause("email", "ops")
+    writer.pause("email", "someone-else")  # a second pause keeps the first record
+    (pause,) = reader.paused().values()
+    assert (pause.queue, pause.by) == ("email", "ops") and pause.at > 0
+    assert reader.resume("email") is True and writer.paused() == {}
+    assert reader.resume("email") is False
+
+
+def test_recent_tasks_from_postgres(private_env: dict[str, str], log_dir: Path, postgres_url: str) -> None:
+    """The console's task list reads PostgreSQL's result_extended rows as it reads SQLite's."""
+    from fleet.ops.tasks import recent
+
+    env = {**private_env, "CELERY_RESULT_BACKEND": postgres_url}
+    worker = start_worker("default", env, log_dir)
+    try:
+        with app_for(env) as app:
+            done = app.send_task("tasks.add", (20, 22))
+            failed = app.send_task("tasks.validate_data", ({"source_id": 1},))
+            assert done.get(timeout=30) == 42
+            with pytest.raises(KeyError):
+                failed.get(timeout=30)
+            rows = {row["task_id"]: row for row in recent(app.backend, queue="default")["items"]}
+            assert rows[done.id]["state"] == "SUCCESS" and rows[done.id]["task"] == "tasks.add"
+            assert rows[failed.id]["exception"] == {"type": "KeyError", "message": "'records'"}
+            assert [row["task_id"] for row in recent(app.backend, state="FAILURE")["items"]] == [failed.id]
+    finally:
+        worker.stop()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from flask import Flask, Response, request
 
-from fleet.api import enqueue_routes, health, monitoring, openapi, task_status
+from fleet.api import enqueue_routes, health, monitoring, openapi, ops_routes, task_status
 from fleet.api.auth import install_auth
 from fleet.api.errors import register_error_handlers
 from fleet.api.state import attach
@@ -21,7 +21,7 @@ from queues import WORK_QUEUES
 if TYPE_CHECKING:
     from fleet.celery_app import FleetCelery
 
-BLUEPRINTS = (health.bp, enqueue_routes.bp, task_status.bp, monitoring.bp, openapi.bp)
+BLUEPRINTS = (health.bp, enqueue_routes.bp, task_status.bp, monitoring.bp, ops_routes.bp, openapi.bp)
 
 
 def install(app: Flask, settings: Settings, celery: FleetCelery) -> None:

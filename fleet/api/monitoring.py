@@ -32,7 +32,7 @@ def _consumers(producer: Producer, timeout: float) -> int:
     return sum(channel.queue_declare(queue, passive=True)[2] for queue in WORK_QUEUES)
 
 
-def _expected(state: ApiState) -> int | None:
+def expected_workers(state: ApiState) -> int | None:
     """How many workers will answer (see fleet.worker.health.expected_replies); None when unknown."""
     try:
         consumers = state.publisher.run(_consumers)
@@ -41,7 +41,7 @@ def _expected(state: ApiState) -> int | None:
     return expected_replies(state.settings.var_dir, consumers)
 
 
-def _ask(state: ApiState, command: str, expected: int | None) -> dict[str, Any]:
+def ask(state: ApiState, command: str, expected: int | None) -> dict[str, Any]:
     """One remote-control broadcast (``inspect <command>``) on a connection of its own.
 
     It stops as soon as ``expected`` workers replied, so an idle fleet answers in milliseconds
@@ -61,10 +61,10 @@ def _ask(state: ApiState, command: str, expected: int | None) -> dict[str, Any]:
 
 def inspect_workers(state: ApiState) -> list[WorkerInfo]:
     """Ask every worker at once for stats, active and reserved tasks; whoever answers in time counts."""
-    expected = _expected(state)
+    expected = expected_workers(state)
     with ThreadPoolExecutor(3) as pool:
         stats, active, reserved = pool.map(
-            lambda command: _ask(state, command, expected), ("stats", "active", "reserved")
+            lambda command: ask(state, command, expected), ("stats", "active", "reserved")
         )
     workers = []
     for name in sorted(set(stats) | set(active) | set(reserved)):
@@ -119,7 +119,7 @@ def health() -> Response:
     """200 when the broker answers and at least one worker replies to ping; else 503."""
     state = api_state()
     try:
-        replies = _ask(state, "ping", _expected(state))
+        replies = ask(state, "ping", expected_workers(state))
         broker = True
     except ApiError:
         replies, broker = {}, False

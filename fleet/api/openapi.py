@@ -17,6 +17,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
+from fleet.api import ops_schemas as o
 from fleet.api import schemas as s
 from fleet.api.errors import RETRY_AFTER
 from fleet.api.state import api_state
@@ -31,13 +32,18 @@ STATUS_TEXT = {
     202: "Accepted: RabbitMQ confirmed the message(s)",
     400: "Malformed JSON",
     401: "Missing or invalid bearer token",
+    403: "The token's scope does not allow this (read / operate / enqueue)",
     404: "Unknown route, task or task id",
     409: "A request with this Idempotency-Key is still in progress; or a thread-pool task cannot be terminated",
     413: "Body larger than FLEET_API_MAX_BODY_BYTES",
     415: "Content-Type is not application/json",
     422: "Invalid fields (named in details)",
+    501: "The result backend cannot list tasks (Redis): use a SQL result backend",
     503: "Broker (or result backend) unavailable; nothing was accepted; retry after Retry-After",
 }
+#: what the operator API's reads and actions may answer besides success
+OPS_READ_ERRORS = (401, 403, 404, 422, 503)
+OPS_ACTION_ERRORS = (400, 401, 403, 404, 413, 415, 422, 503)
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,8 @@ class Operation:
     open: bool = False
     idempotent: bool = False
     content_type: str = "application/json"
+    #: the query string's parameters, each documented from this model's fields
+    query: type[BaseModel] | None = None
 
 
 def _enqueue(
@@ -162,6 +170,69 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation("get", "health.metrics", "Prometheus metrics", "probes", errors=(), open=True, content_type="text/plain"),
     Operation("get", "openapi.openapi_json", "This document", "probes", errors=(401,)),
+    *(
+        Operation("get", f"ops.{view}", summary, "ops", answer=answer, errors=errors, query=query)
+        for view, summary, answer, errors, query in (
+            (
+                "queues",
+                "Per work queue: ready, unacked, consumers, dead letters, parked, paused",
+                o.OpsQueues,
+                (401, 403, 503),
+                None,
+            ),
+            (
+                "dead_letters",
+                "A page of a queue's dead letters with the exception each died of",
+                o.DeadLetterPage,
+                OPS_READ_ERRORS,
+                o.PageQuery,
+            ),
+            ("scheduled", "Parked and countdown/ETA tasks with when they run", o.Scheduled, (401, 403, 503), None),
+            (
+                "workers",
+                "Per pool its spec; per worker its node, concurrency, active, reserved, heartbeat age",
+                o.OpsWorkers,
+                (401, 403, 503),
+                None,
+            ),
+            (
+                "tasks",
+                "Recent tasks from the result backend (SQL backends; Redis: 501)",
+                o.TaskPage,
+                (401, 403, 422, 501, 503),
+                o.TasksQuery,
+            ),
+        )
+    ),
+    *(
+        Operation(method, f"ops.{view}", summary, "ops", body=body, answer=answer, errors=OPS_ACTION_ERRORS)
+        for method, view, summary, body, answer in (
+            ("post", "pause", "Pause a queue on every worker (survives restarts); messages wait", None, o.PauseState),
+            (
+                "post",
+                "resume",
+                "Resume a paused queue: its pool consumes it again within a heartbeat",
+                None,
+                o.PauseState,
+            ),
+            (
+                "post",
+                "replay",
+                "Replay dead letters (task_ids, or all) with a fresh retry budget",
+                o.ReplayRequest,
+                o.Replayed,
+            ),
+            ("delete", "delete_one", "Delete one dead letter", None, o.Deleted),
+            (
+                "delete",
+                "delete_all",
+                'Delete every dead letter of the queue: {"all": true, "confirm": "<queue>"}',
+                o.DeleteAllRequest,
+                o.Deleted,
+            ),
+            ("post", "cancel", "Cancel a parked or held task: unpark it and revoke it", None, o.Cancelled),
+        )
+    ),
 )
 
 
@@ -213,6 +284,8 @@ def _responses(op: Operation) -> dict[str, Any]:
 _RULE_ARGUMENT = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
 #: what a path parameter takes, by its Flask converter (the int converter's bound is ID_MAX)
 _CONVERTER_SCHEMAS = {"int": ID_SCHEMA, None: TASK_ID_SCHEMA}
+#: path parameters that take less than any string, by name
+_NAMED_SCHEMAS = {"queue": TypeAdapter(s.QueueName).json_schema()}
 
 
 @dataclass(frozen=True)
@@ -249,9 +322,16 @@ def _operation(op: Operation, route: Route) -> dict[str, Any]:
         "responses": _responses(op),
     }
     parameters = [
-        {"name": name, "in": "path", "required": True, "schema": _CONVERTER_SCHEMAS[converter]}
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": _NAMED_SCHEMAS.get(name, _CONVERTER_SCHEMAS[converter]),
+        }
         for name, converter in route.params
     ]
+    if op.query is not None:
+        parameters += _query_parameters(op.query)
     if op.idempotent:
         parameters.append(
             {
@@ -269,6 +349,22 @@ def _operation(op: Operation, route: Route) -> dict[str, Any]:
     if op.open:
         doc["security"] = []
     return doc
+
+
+def _query_schema(prop: dict[str, Any]) -> dict[str, Any]:
+    """A field's schema as a query parameter: absent rather than null, no title."""
+    options = [option for option in prop.get("anyOf", [prop]) if option.get("type") != "null"]
+    schema = {**prop, **options[0]} if len(options) == 1 else dict(prop)
+    return {k: v for k, v in schema.items() if k not in ("title", "anyOf") and not (k == "default" and v is None)}
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """One optional query parameter per field of ``model``."""
+    schema = model.model_json_schema(mode="validation")
+    return [
+        {"name": name, "in": "query", "required": False, "schema": _query_schema(prop)}
+        for name, prop in schema["properties"].items()
+    ]
 
 
 @cache

@@ -10,6 +10,7 @@ from flask import Flask, current_app
 
 from fleet.api.accepted import AcceptedIds, open_accepted
 from fleet.api.idempotency import IdempotencyStore, open_store
+from fleet.ops.pause import PauseStore, open_pauses
 from fleet.pools import POOLS, PoolSpec, env_overrides, with_overrides
 from fleet.publish import Publisher, publisher_for
 from fleet.settings import Settings
@@ -34,6 +35,11 @@ class ApiState:
     @cached_property
     def idempotency(self) -> IdempotencyStore:
         return open_store(self.settings)
+
+    @cached_property
+    def pauses(self) -> PauseStore:
+        """The paused-queue flags every worker honours (fleet.ops.pause)."""
+        return open_pauses(self.settings)
 
     @cached_property
     def accepted(self) -> AcceptedIds | None:

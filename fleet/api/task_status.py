@@ -24,11 +24,13 @@ from flask import Blueprint, Response, jsonify
 from kombu import Producer
 from pydantic import TypeAdapter, ValidationError
 
+from fleet.api.auth import needs
 from fleet.api.body import validated, validation_error
 from fleet.api.enqueue import publish_failed, record_published
 from fleet.api.errors import ApiError, unavailable
 from fleet.api.schemas import CancelAccepted, CancelRequest, RunTaskStatus, TaskError, TaskId, TaskStatus
 from fleet.api.state import ApiState, api_state
+from fleet.ops.control import broadcast
 from fleet.progress import PROGRESS
 from fleet.publish import BrokerUnavailable
 
@@ -139,27 +141,9 @@ def run_task_status(task_id: str) -> Response:
 
 
 def _revoke(state: ApiState, producer: Producer, task_id: str, terminate: bool, confirm_timeout: float) -> None:
-    """Broadcast Celery's ``revoke`` control command on our confirm-mode producer.
-
-    ``control.revoke()`` would publish through Celery's own pool with retries
-    and no deadline; this is the same pidbox message, bounded like every publish.
-    """
-    mailbox = state.celery.control.mailbox
-    producer.publish(
-        {
-            "method": "revoke",
-            "arguments": {"task_id": task_id, "terminate": terminate, "signal": None},
-            "destination": None,
-            "pattern": None,
-            "matcher": None,
-        },
-        exchange=mailbox.exchange.name,
-        declare=[mailbox.exchange],
-        headers={"clock": mailbox.clock.forward(), "expires": 0},
-        serializer="json",
-        retry=False,
-        confirm_timeout=confirm_timeout,
-    )
+    """Broadcast Celery's ``revoke`` control command on our confirm-mode producer (fleet.ops.control)."""
+    arguments = {"task_id": task_id, "terminate": terminate, "signal": None}
+    broadcast(state.celery, producer, "revoke", arguments, confirm_timeout)
 
 
 def held_by_workers(state: ApiState, task_id: str) -> str | None:
@@ -201,6 +185,7 @@ def store_revoked(state: ApiState, task_id: str) -> None:
 
 
 @bp.post("/api/task-cancel/<task_id>")
+@needs("enqueue", "operate")  # a client cancels what it sent, an operator anything; a read token nothing
 def task_cancel(task_id: str) -> Response:
     """Cancel: a queued task never runs; a running one is terminated with ``{"terminate": true}``
     (prefork pools; Celery cannot stop a thread), else it finishes. 404 for an id nobody knows."""

@@ -130,7 +130,9 @@ def _render_dev() -> str:
 def banner(settings: Settings) -> str:
     """What ``make run`` prints before starting: where the API and every worker's metrics are."""
     api = f"http://{settings.api_bind.replace('0.0.0.0', '127.0.0.1')}"
-    lines = [f"fleet API:     {api}   (health: {api}/healthz)", "worker metrics:"]
+    login = "log in with a read or operate token" if settings.all_tokens else "open: no API token is set"
+    lines = [f"fleet API:     {api}   (health: {api}/healthz)", f"console:       {api}/console   ({login})"]
+    lines.append("worker metrics:")
     for spec in POOLS.values():
         ports = [str(metrics_port(settings.metrics_port, spec.name, i)) for i in range(spec.replicas)]
         lines.append(f"  {spec.name:<14} {' '.join(f'http://127.0.0.1:{port}/metrics' for port in ports)}")

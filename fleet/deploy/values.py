@@ -137,7 +137,8 @@ class K8s:
         default_factory=lambda: _frozen(
             CELERY_BROKER_URL="amqp://fleet:REPLACE-ME@rabbitmq.fleet.svc:5672/fleet",
             CELERY_RESULT_BACKEND="redis://:REPLACE-ME@redis.fleet.svc:6379/0",
-            FLEET_API_TOKEN="REPLACE-ME",
+            # one token per client, each with its scope (fleet.api.auth): operators, dashboards, enqueuing services
+            FLEET_API_TOKENS="ops:operate:REPLACE-ME,viewer:read:REPLACE-ME,services:enqueue:REPLACE-ME",
             FLEET_SMTP_USER="fleet",
             FLEET_SMTP_PASSWORD="REPLACE-ME",
         )

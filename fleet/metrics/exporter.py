@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,13 +112,14 @@ class WorkerExporter:
         controller: Any,
         metrics: WorkerMetrics,
         connect_broker: Callable[[], Any],
+        paused: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         self.directory = directory
         self.identity = identity
         self.controller = controller
         self.metrics = metrics
         self.worker = WorkerCollector(identity, controller, metrics)
-        self.queues = QueueCollector(connect_broker)
+        self.queues = QueueCollector(connect_broker, paused)
         self.registry = CollectorRegistry(auto_describe=False)
         for collector in (archive.ArchivingMultiProcessCollector(directory), self.worker, self.queues):
             self.registry.register(collector)

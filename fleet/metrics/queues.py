@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,11 +42,13 @@ class QueueCollector:
     """A custom collector: one broker round trip per queue per scrape; failures counted, not hidden.
 
     ``connect`` builds a new broker connection; one is kept between scrapes and
-    replaced after an error.
+    replaced after an error. ``paused`` names the paused queues (fleet.ops.pause): each queue's
+    ``fleet_queue_paused`` is 1 while it is paused, so backlog alerts can leave it alone.
     """
 
-    def __init__(self, connect: Callable[[], Connection]) -> None:
+    def __init__(self, connect: Callable[[], Connection], paused: Callable[[], Iterable[str]] | None = None) -> None:
         self._connect = connect
+        self._paused = paused
         self._connection: Connection | None = None
         self._lock = threading.Lock()
         self.errors = 0
@@ -62,6 +64,16 @@ class QueueCollector:
                 logger.warning("reading queue depths from the broker failed: %r", exc)
                 self.close()
                 return None
+
+    def _read_paused(self) -> set[str] | None:
+        if self._paused is None:
+            return None
+        try:
+            return set(self._paused())
+        except Exception as exc:  # noqa: BLE001 - a store that does not answer: no series, counted
+            self.errors += 1
+            logger.warning("reading the paused queues failed: %r", exc)
+            return None
 
     def close(self) -> None:
         if self._connection is not None:
@@ -89,6 +101,14 @@ class QueueCollector:
                 for field, family in families.items():
                     family.add_metric([depth.queue], getattr(depth, field))
             yield from families.values()
+        paused = self._read_paused()
+        if paused is not None:
+            family = GaugeMetricFamily(
+                "fleet_queue_paused", "1 while the queue is paused (fleet queue pause).", labels=["queue"]
+            )
+            for queue in WORK_QUEUES:
+                family.add_metric([queue], 1 if queue in paused else 0)
+            yield family
         yield CounterMetricFamily(
             "fleet_queue_metrics_errors", "Failed reads of queue depths from the broker.", value=self.errors
         )

@@ -136,6 +136,7 @@ def on_worker_init(sender: Any = None, **_: Any) -> None:
     from fleet.metrics.exporter import WorkerExporter, WorkerIdentity
     from fleet.metrics.labels import Labeler
     from fleet.metrics.worker import WorkerMetrics
+    from fleet.ops.pause import open_pauses
 
     app, settings = sender.app, sender.app.fleet_settings
     names = [name for name in app.tasks if not name.startswith("celery.")]
@@ -155,6 +156,7 @@ def on_worker_init(sender: Any = None, **_: Any) -> None:
         sender,
         metrics,
         connect_broker=lambda: app.connection_for_read(transport_options={"read_timeout": 5, "write_timeout": 5}),
+        paused=open_pauses(settings).paused,
     )
     if launched.port is not None:
         _exporter.serve(launched.addr, launched.port)
