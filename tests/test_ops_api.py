@@ -72,7 +72,9 @@ def test_dead_letters_listed_with_their_exception_replayed_and_deleted(
 
     replayed = requests.post(replay_url, json={"task_ids": [flaky.id]}, headers=auth(OPERATE), timeout=30)
     assert replayed.status_code == 200 and replayed.json() == {"queue": "default", "replayed": 1}, replayed.text
-    assert flaky.get(timeout=60)["status_code"] == 200, "the replayed task completes"
+    # the FAILURE row stays until the replayed run stores its outcome: wait for that, not the first ready state
+    wait_until(lambda: private_app.AsyncResult(flaky.id).state == "SUCCESS", "the replayed task completes")
+    assert private_app.AsyncResult(flaky.id).result["status_code"] == 200
     assert "replay by token 'ops'" in ops_api.process.log(), "the action is logged with the token's name"
 
     gone = requests.delete(ops_api.url(f"/api/ops/dead-letters/default/{broken.id}"), headers=auth(OPERATE), timeout=30)
