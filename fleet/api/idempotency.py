@@ -25,19 +25,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, Text, create_engine, delete, select
+from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, Text, delete, select
 from sqlalchemy import update as sql_update
 
 from fleet.api.schemas import IDEMPOTENCY_KEY_MAX
 from fleet.messages import derived_ids
 from fleet.settings import Settings
+from fleet.sqlstore import ProcessEngine
 
 TABLE = "fleet_idempotency"
 REDIS_PREFIX = "fleet-idempotency:"
@@ -98,20 +97,11 @@ class SQLStore:
             Column("status", Integer, nullable=True),
             Column("body", Text, nullable=True),
         )
-        self._engine: Engine | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
+        self._engine = ProcessEngine(url, self.metadata)
 
     @property
     def engine(self) -> Engine:
-        """One engine per process (a forked gunicorn worker must not share its parent's)."""
-        with self._lock:
-            if self._engine is None or self._pid != os.getpid():
-                args = {"timeout": 30} if self.url.startswith("sqlite") else {}
-                self._engine = create_engine(self.url, connect_args=args, pool_pre_ping=True)
-                self.metadata.create_all(self._engine, checkfirst=True)
-                self._pid = os.getpid()
-            return self._engine
+        return self._engine()
 
     def _insert(self, values: dict[str, Any]) -> Any:
         if self.engine.dialect.name == "postgresql":

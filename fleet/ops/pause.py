@@ -11,17 +11,14 @@ so a worker that missed the broadcast or starts later stays paused too
 from __future__ import annotations
 
 import json
-import os
-import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Column, Engine, Float, MetaData, String, Table, create_engine, delete, make_url, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Column, Engine, Float, MetaData, String, Table, delete, select
 
 from fleet.settings import Settings
+from fleet.sqlstore import ProcessEngine
 
 TABLE = "fleet_paused_queues"
 REDIS_KEY = "fleet-paused-queues"
@@ -58,27 +55,12 @@ class SQLPauses:
             Column("paused_by", String(255), nullable=False),
             Column("paused_at", Float, nullable=False),
         )
-        self._engine: Engine | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
+        # bounded: workers read the flags from their event loop, a hung database must not stall it
+        self._engine = ProcessEngine(url, self.table.metadata, timeout=5)
 
     @property
     def engine(self) -> Engine:
-        """One engine per process (a forked worker or gunicorn worker must not share its parent's)."""
-        with self._lock:
-            if self._engine is None or self._pid != os.getpid():
-                # bounded: workers read the flags from their event loop, a hung database must not stall it
-                sqlite = self.url.startswith("sqlite")
-                if sqlite and make_url(self.url).database:  # a fresh var/ (fleet queue list before any worker ran)
-                    Path(make_url(self.url).database).parent.mkdir(parents=True, exist_ok=True)
-                args = {"timeout": 5} if sqlite else {"connect_timeout": 5} if self.url.startswith("postgres") else {}
-                self._engine = create_engine(self.url, connect_args=args, pool_pre_ping=not sqlite)
-                try:
-                    self.table.metadata.create_all(self._engine, checkfirst=True)
-                except SQLAlchemyError:  # workers starting together: another one created it between check and create
-                    self.table.metadata.create_all(self._engine, checkfirst=True)
-                self._pid = os.getpid()
-            return self._engine
+        return self._engine()
 
     def paused(self) -> dict[str, Pause]:
         with self.engine.connect() as connection:
