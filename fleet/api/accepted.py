@@ -16,6 +16,7 @@ each still returns only once its own ids are written.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -85,16 +86,21 @@ class SQLAcceptedIds:
     def record(self, task_ids: Iterable[str]) -> None:
         expires = time.time() + self.retention
         rows = [{"task_id": task_id, "expires_at": expires} for task_id in task_ids]
-        if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        with self.engine.begin() as connection:
-            connection.execute(insert(self.table).on_conflict_do_nothing(index_elements=["task_id"]), rows)
+        engine = self.engine
+        with engine.begin() as connection:
+            connection.execute(self._insert(engine.dialect.name), rows)
             self._written += len(rows)
             if self._written >= SWEEP_EVERY:
                 self._written = 0
                 connection.execute(delete(self.table).where(self.table.c.expires_at < time.time()))
+
+    @functools.cache  # noqa: B019 - one statement per store and dialect, for the store's lifetime
+    def _insert(self, dialect: str) -> Any:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(self.table).on_conflict_do_nothing(index_elements=["task_id"])
 
     def known(self, task_id: str) -> bool:
         query = select(self.table.c.task_id).where(
