@@ -68,6 +68,9 @@ class SQLAcceptedIds:
         self._pid = 0
         self._written = 0
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._writer: Any = None
+        self._writer_pid = 0
 
     @property
     def engine(self) -> Engine:
@@ -96,15 +99,21 @@ class SQLAcceptedIds:
                 connection.execute(delete(self.table).where(self.table.c.expires_at < time.time()))
 
     def _record_sqlite(self, engine: Engine, rows: list[tuple[str, float]]) -> None:
-        connection = engine.raw_connection()
-        try:
-            cursor = connection.cursor()
-            cursor.executemany(f"INSERT OR IGNORE INTO {TABLE} (task_id, expires_at) VALUES (?, ?)", rows)
-            if self._sweep_due(len(rows)):
-                cursor.execute(f"DELETE FROM {TABLE} WHERE expires_at < ?", (time.time(),))
-            connection.commit()
-        finally:
-            connection.close()  # back to the pool
+        """One writer connection kept per process (a pool checkout and checkin cost as much as the insert)."""
+        with self._write_lock:
+            if self._writer is None or self._writer_pid != os.getpid():
+                self._writer, self._writer_pid = engine.raw_connection(), os.getpid()
+            connection = self._writer
+            try:
+                cursor = connection.cursor()
+                cursor.executemany(f"INSERT OR IGNORE INTO {TABLE} (task_id, expires_at) VALUES (?, ?)", rows)
+                if self._sweep_due(len(rows)):
+                    cursor.execute(f"DELETE FROM {TABLE} WHERE expires_at < ?", (time.time(),))
+                connection.commit()
+            except BaseException:
+                self._writer = None
+                connection.invalidate()  # never reused after a failure
+                raise
 
     def _sweep_due(self, written: int) -> bool:
         self._written += written

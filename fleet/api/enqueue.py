@@ -19,9 +19,10 @@ import inspect
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import quote
 
 from celery.canvas import Signature
-from flask import Response, g, jsonify, request, url_for
+from flask import Response, g, jsonify, request
 from kombu import Producer
 
 from fleet.api.body import field_error, raw_body
@@ -30,6 +31,7 @@ from fleet.api.idempotency import Record, fingerprint, task_ids
 from fleet.api.schemas import (
     IDEMPOTENCY_HEADER,
     IDEMPOTENCY_KEY_MAX,
+    STATUS_PATH,
     PublishOptions,
     TaskRequest,
 )
@@ -41,7 +43,8 @@ from routing import UnknownQueueError, UnknownTaskError, resolve_queue
 
 
 def status_url(task_id: str) -> str:
-    return url_for("status.task_status", task_id=task_id)
+    """What ``url_for("status.task_status", task_id=...)`` builds, at a fraction of its cost (a hot path)."""
+    return f"{request.script_root}{STATUS_PATH}{quote(task_id, safe='')}"
 
 
 def accepted_body(task_id: str, task: str, queue: str) -> dict[str, Any]:
