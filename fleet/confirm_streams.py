@@ -167,6 +167,7 @@ class _Stream:
         self.channel: Any = None
         self.last_used = 0.0
         self.sent = 0  # delivery tags handed out on this channel
+        self.lowest = 1  # every tag below this is answered
         self.waiting: dict[int, Pending] = {}
         self.returned: set[str] = set()
 
@@ -196,16 +197,22 @@ class _Stream:
             self.drop()  # the broker may well have closed it meanwhile
         if self.connection is None:
             self._open(deadline - now)
-        publish = amqp.Channel.basic_publish  # the class's: write only, acks are collected below
-        for entry in batch:
-            with self.cond:
-                if entry.state != QUEUED:  # withdrawn by its request, which gave up
-                    continue
+        publish, channel = amqp.Channel.basic_publish, self.channel  # the class's: write only, acks come below
+        with self.cond:  # claimed all at once: a request giving up from here on reports "unknown"
+            claimed = [entry for entry in batch if entry.state == QUEUED]  # the others were withdrawn
+            for entry in claimed:
                 entry.state = WRITTEN
+        for index, entry in enumerate(claimed):
+            item = entry.item
+            try:
+                publish(channel, item.message, exchange=item.exchange, routing_key=item.routing_key, mandatory=True)
+            except BaseException:
+                with self.cond:  # from this one on nothing reached the socket: "none", unless retried
+                    for unsent in claimed[index + 1 :]:
+                        unsent.state = QUEUED
+                raise
             self.sent += 1
             self.waiting[self.sent] = entry
-            item = entry.item
-            publish(self.channel, item.message, exchange=item.exchange, routing_key=item.routing_key, mandatory=True)
         self.last_used = time.monotonic()
         while self.waiting:
             remaining = deadline - time.monotonic()
@@ -223,7 +230,7 @@ class _Stream:
         self.channel.events["basic_ack"].add(self._on_ack)
         self.channel.events["basic_nack"].add(self._on_nack)
         self.channel.events["basic_return"].add(self._on_return)
-        self.sent = 0
+        self.sent, self.lowest = 0, 1
         self.waiting = {}
         self.returned = set()
 
@@ -236,7 +243,12 @@ class _Stream:
     # -- RabbitMQ's answers (called from drain_events, on this stream's thread) ------------
 
     def _answered(self, tag: int, multiple: bool) -> list[Pending]:
-        tags = [t for t in self.waiting if t <= tag] if multiple else [tag]
+        """The messages an ack or nack answers: ``tag``, or every tag up to it (each tag looked at once)."""
+        if not multiple:
+            entry = self.waiting.pop(tag, None)
+            return [] if entry is None else [entry]
+        tags = range(self.lowest, tag + 1)
+        self.lowest = max(self.lowest, tag + 1)
         return [entry for t in tags if (entry := self.waiting.pop(t, None)) is not None]
 
     def _on_ack(self, tag: int, multiple: bool) -> None:
