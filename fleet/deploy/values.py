@@ -104,7 +104,7 @@ class K8s:
     main_process_memory_mb: int = 128
     cpu_limit_factor: int = 2
     #: gunicorn per API pod (docs/PERFORMANCE.md, "The server"): one gthread worker per core of the pod's CPU
-    #: limit (0.5 requested x cpu_limit_factor = 1 core, plus one spare so a recycled worker leaves one serving),
+    #: limit (0.5 requested x cpu_limit_factor = 1 core, plus one spare so a dead worker leaves one serving),
     #: 8 threads each, and 2 confirm streams per worker that its requests share
     api_gunicorn_workers: int = 2
     api_gunicorn_threads: int = 8
