@@ -100,6 +100,8 @@ class ConfirmStreams:
 
     def publish(self, items: Sequence[TaskMessage], timeout: float) -> None:
         """Return once RabbitMQ acked every one of ``items``; raise PublishError saying what is known otherwise."""
+        if not items:
+            return
         deadline = time.monotonic() + timeout
         ticket = Ticket(len(items))
         pending = [Pending(item, deadline, ticket) for item in items]
