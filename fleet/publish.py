@@ -37,10 +37,9 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import amqp
-from amqp.exceptions import MessageNacked
 from celery import Celery, signals
 from kombu import Connection, Producer
 from kombu.common import maybe_declare
@@ -48,6 +47,9 @@ from kombu.common import maybe_declare
 from fleet.messages import Call, TaskMessage, TaskMessages
 from fleet.transport import broker_urls, normalize_broker_url
 from queues import TASK_EXCHANGE, declare_topology
+
+if TYPE_CHECKING:
+    from fleet.confirm_streams import ConfirmStreams
 
 __all__ = [
     "BrokerUnavailable",
@@ -116,7 +118,7 @@ def publish_confirmed(connection: Connection, messages: Sequence[TaskMessage], t
         for item in messages:
             publish(channel, item.message, exchange=item.exchange, routing_key=item.routing_key, mandatory=True)
             confirms.published += 1
-            _published(item)
+            announce_published(item)
         _await_confirms(connection, confirms, timeout)
     except (OSError, *connection.connection_errors, *connection.channel_errors) as exc:
         # No polite channel close here: a blocked broker would not answer it within the deadline,
@@ -127,41 +129,7 @@ def publish_confirmed(connection: Connection, messages: Sequence[TaskMessage], t
     _close_quietly(channel)
 
 
-def publish_one(channel: Any, item: TaskMessage, timeout: float) -> None:
-    """Publish ``item`` on a channel of a ``confirm_publish`` connection; return once RabbitMQ acked it.
-
-    One message, one round trip: the API's single-task path, on its pooled
-    channels. Mandatory, as in :func:`publish_confirmed`: a returned message
-    raises instead of being dropped. Raises :class:`PublishError` saying
-    whether the message was written (outcome unknown) or refused.
-    """
-    written = False
-    write = channel._basic_publish
-
-    def write_and_mark(*args: Any, **kwargs: Any) -> Any:
-        nonlocal written
-        result = write(*args, **kwargs)
-        written = True  # on the wire: from here on only RabbitMQ knows whether it queued it
-        return result
-
-    # py-amqp's confirm-mode publish is "write, then wait for the ack"; this tells the two apart.
-    channel._basic_publish = write_and_mark
-    try:
-        channel.basic_publish(
-            item.message, exchange=item.exchange, routing_key=item.routing_key, mandatory=True, confirm_timeout=timeout
-        )
-    except MessageNacked as exc:
-        raise PublishError(f"RabbitMQ refused the message (nack): {exc!r}", 1, unknown=False) from exc
-    except amqp.ChannelError as exc:  # basic.return (no route) or a channel-level refusal: nothing queued
-        raise PublishError(f"RabbitMQ did not queue the message: {exc!r}", int(written), unknown=False) from exc
-    except Exception as exc:
-        raise PublishError(f"no confirm from RabbitMQ: {exc!r}", int(written)) from exc
-    finally:
-        del channel._basic_publish  # the class's own again
-    _published(item)
-
-
-def _published(item: TaskMessage) -> None:
+def announce_published(item: TaskMessage) -> None:
     if item.announce and signals.after_task_publish.receivers:
         signals.after_task_publish.send(
             sender=item.name,
@@ -269,6 +237,7 @@ class Publisher:
         idle_seconds: float = 60.0,
         queue_type: str = "classic",
         delivery_limit: int = 5,
+        streams: int = 2,
     ) -> None:
         self.app = app
         self.timeout = timeout
@@ -281,6 +250,8 @@ class Publisher:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._preferred = 0  # the node that answered last
+        self.streams = streams
+        self._confirm_streams: ConfirmStreams | None = None
 
     # -- public ------------------------------------------------------------------
 
@@ -310,7 +281,7 @@ class Publisher:
                 self._discard(pooled)
                 last_error = exc
                 unknown = unknown or (isinstance(exc, PublishError) and exc.unknown)
-                if reused and _is_connection_error(exc):
+                if reused and is_connection_error(exc):
                     # The other idle connections date from the same broker run: drop them all,
                     # so the retry connects afresh instead of meeting another dead one.
                     logger.info("pooled broker connection was gone (%r); retrying on a fresh one", exc)
@@ -323,6 +294,21 @@ class Publisher:
             f"the broker did not confirm the publish: {last_error!r}", unknown=unknown
         ) from last_error
 
+    def publish(self, messages: Sequence[TaskMessage], timeout: float | None = None) -> None:
+        """Publish ``messages``; return once RabbitMQ acked every one (group commit with the other callers).
+
+        The API's path: the requests in flight share a few pipelined confirm
+        streams (:mod:`fleet.confirm_streams`). Raises :class:`BrokerUnavailable`
+        within ``timeout`` (else the publisher's), saying whether the outcome is unknown.
+        """
+        if self._confirm_streams is None:
+            from fleet.confirm_streams import ConfirmStreams  # it builds on this module
+
+            with self._lock:
+                if self._confirm_streams is None:
+                    self._confirm_streams = ConfirmStreams(self, self.streams)
+        self._confirm_streams.publish(messages, self.timeout if timeout is None else timeout)
+
     def ping(self) -> None:
         """Prove the broker answers a round trip now (readiness); raise BrokerUnavailable if not."""
 
@@ -330,6 +316,13 @@ class Publisher:
             producer.channel.exchange_declare(TASK_EXCHANGE.name, TASK_EXCHANGE.type, passive=True)
 
         self.run(check)
+
+    def connect(self, timeout: float | None = None) -> Connection:
+        """A new connection to the first node that answers, topology declared, within ``timeout``; caller drops it.
+
+        For a caller that holds its connection itself (fleet.confirm_streams' threads).
+        """
+        return self._connect(self.timeout if timeout is None else timeout)
 
     def fresh_connection(self) -> Connection:
         """A new bounded, connected connection for one-off broker work (remote control); caller closes it.
@@ -343,7 +336,7 @@ class Publisher:
         with self._lock:
             idle, self._idle = self._idle, []
         for pooled in idle:
-            _drop(pooled.connection)
+            drop_connection(pooled.connection)
 
     # -- pool --------------------------------------------------------------------
 
@@ -362,7 +355,7 @@ class Publisher:
                 pooled = candidate
                 break
         for old in stale:
-            _drop(old.connection)
+            drop_connection(old.connection)
         if pooled is None:
             connection = self._connect(timeout)
             pooled = _Pooled(connection, self._producer(connection))
@@ -375,10 +368,10 @@ class Publisher:
             if self._pid == os.getpid() and len(self._idle) < self.max_idle:
                 self._idle.append(pooled)
                 return
-        _drop(pooled.connection)
+        drop_connection(pooled.connection)
 
     def _discard(self, pooled: _Pooled) -> None:
-        _drop(pooled.connection)
+        drop_connection(pooled.connection)
 
     def _connect(self, timeout: float, declare: bool = True) -> Connection:
         """Connect to the first node that answers, from the last one that did, within ``timeout``."""
@@ -417,7 +410,7 @@ class Publisher:
             if declare:
                 declare_topology(connection, self.queue_type, self.delivery_limit)
         except BaseException:
-            _drop(connection)
+            drop_connection(connection)
             raise
         return connection
 
@@ -426,13 +419,13 @@ class Publisher:
         return Producer(connection.channel(), exchange=self.app.amqp.default_exchange, auto_declare=False)
 
 
-def _is_connection_error(exc: BaseException | None) -> bool:
+def is_connection_error(exc: BaseException | None) -> bool:
     if isinstance(exc, PublishError):
         exc = exc.__cause__
     return isinstance(exc, amqp.Connection.connection_errors) and not isinstance(exc, TimeoutError)
 
 
-def _drop(connection: Connection) -> None:
+def drop_connection(connection: Connection) -> None:
     """Close without the AMQP handshake: a blocked or dead broker would never answer it."""
     try:
         connection.collect()
@@ -461,6 +454,7 @@ def publisher_for(app: Celery) -> Publisher:
                     max_idle=max(settings.api_threads * 2, 4),
                     queue_type=settings.queue_type,
                     delivery_limit=settings.delivery_limit,
+                    streams=settings.api_confirm_streams,
                 )
             _publishers[app] = publisher
         return publisher

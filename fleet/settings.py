@@ -158,6 +158,8 @@ class Settings:
     api_max_body_bytes: int = _env("FLEET_API_MAX_BODY_BYTES", "1048576", _positive_int)
     publish_timeout: float = _env("FLEET_PUBLISH_TIMEOUT", "3", _positive_float)
     api_threads: int = _env("FLEET_API_THREADS", "8", _positive_int)
+    # Threads per API worker process that share the requests' confirms (fleet.confirm_streams).
+    api_confirm_streams: int = _env("FLEET_API_CONFIRM_STREAMS", "2", _positive_int)
     # gunicorn's access log costs about 7% of an enqueue's CPU; /metrics counts every request anyway.
     api_access_log: bool = _env("FLEET_API_ACCESS_LOG", "0", _bool)
     api_max_batch: int = _env("FLEET_API_MAX_BATCH", "1000", _positive_int)

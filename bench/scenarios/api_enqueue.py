@@ -6,12 +6,17 @@ fleet: ``POST /api/tasks`` (answers 202 only after RabbitMQ confirmed) and
 guide's ``delay()`` endpoint (no confirms), under the same gunicorn worker and
 thread counts. The three alternate, repeat after repeat; medians. Nothing
 consumes; the queues are purged after each figure.
+
+``BENCH_API_PROFILE=1`` adds one more ``POST /api/tasks`` load after the
+figures with py-spy (the bench extra) recording every gunicorn worker; the raw
+flame-graph files land in the run's work directory (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import time
@@ -20,7 +25,7 @@ from typing import Any
 
 import requests
 
-from bench.harness import Bench, median_of, purge, say
+from bench.harness import BIN, Bench, median_of, purge, say
 from bench.scenarios.fleet import fleet_app
 from fleet.settings import load_settings
 from fleet.testing.broker import queue_depth
@@ -49,7 +54,7 @@ def run(bench: Bench) -> dict[str, Any]:
         settings = load_settings(env)
         fleet_app(env).close()  # topology declared before the first request
         base, naive_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{naive_port}/tasks"
-        bench.start("api", ["fleet", "api"], env)
+        api = bench.start("api", ["fleet", "api"], env)
         argv = ["gunicorn", "--bind", f"127.0.0.1:{naive_port}", "--workers", str(settings.api_workers)]
         argv += ["--threads", str(settings.api_threads), "bench.apps.naive_api:create_app()"]
         bench.start("naive-api", argv, env)  # an idle server costs nothing; both run side by side
@@ -65,6 +70,9 @@ def run(bench: Bench) -> dict[str, Any]:
             runs["naive"].append(_wrk(bench, "naive", naive_url, {"sent_at": 0.0}))
             runs["batch"].append(_wrk(bench, "api-batch", f"{base}/api/tasks/batch", {"tasks": [one] * BATCH}))
             _check_queued(vhost.url, runs["batch"][-1], per_request=BATCH)
+        if os.environ.get("BENCH_API_PROFILE") == "1" and api.proc is not None:
+            _profile(bench, api.proc.pid, f"{base}/api/tasks", one)
+            purge(vhost.url, "default")
         bench.stop_all()
     single, batch, naive = (_medians(runs[name]) for name in ("single", "batch", "naive"))
     return {
@@ -74,6 +82,24 @@ def run(bench: Bench) -> dict[str, Any]:
         "load": {"connections": CONNECTIONS, "wrk_threads": WRK_THREADS, "seconds": bench.sizes.api_seconds},
         "gunicorn": {"workers": settings.api_workers, "threads": settings.api_threads},
     }
+
+
+def _profile(bench: Bench, master: int, url: str, body: dict[str, Any]) -> None:
+    """py-spy on each gunicorn worker (children of ``master``) while wrk loads ``url``; raw stacks per worker."""
+    workers = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
+    seconds = bench.sizes.api_seconds
+    spies = [
+        subprocess.Popen(
+            [str(BIN / "py-spy"), "record", "--rate", "200", "--duration", str(seconds + 1), "--nonblocking"]
+            + ["--format", "raw", "--output", str(bench.work / f"api-profile-{pid}.txt"), "--pid", pid]
+        )
+        for pid in workers
+    ]
+    time.sleep(1)  # py-spy attached
+    _wrk(bench, "api-single-profiled", url, body)
+    for spy in spies:
+        spy.wait(timeout=seconds + 60)
+    say(f"api_enqueue: py-spy stacks of {len(workers)} gunicorn workers in {bench.work}/api-profile-*.txt")
 
 
 def _medians(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ reading), 422 naming every invalid field.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 
 from flask import request
@@ -17,6 +18,8 @@ from pydantic import BaseModel, ValidationError
 from fleet.api.errors import ApiError
 
 M = TypeVar("M", bound=BaseModel)
+#: a ``\\uD800``-``\\uDFFF`` escape: the only way a surrogate gets into decoded JSON (raw UTF-8 cannot carry one)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _is_json(mimetype: str) -> bool:
@@ -46,7 +49,8 @@ def json_object() -> dict[str, Any]:
     try:
         data = json.loads(raw, parse_constant=_reject_constant)
         # Lone surrogates decode from "\\ud800" escapes but cannot be stored or sent on.
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
+        if _SURROGATE_ESCAPE.search(raw):
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
     except (ValueError, UnicodeError, RecursionError) as exc:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

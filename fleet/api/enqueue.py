@@ -19,9 +19,10 @@ import inspect
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import quote
 
 from celery.canvas import Signature
-from flask import Response, g, jsonify, request, url_for
+from flask import Response, g, jsonify, request
 from kombu import Producer
 
 from fleet.api.body import field_error, raw_body
@@ -30,31 +31,41 @@ from fleet.api.idempotency import Record, fingerprint, task_ids
 from fleet.api.schemas import (
     IDEMPOTENCY_HEADER,
     IDEMPOTENCY_KEY_MAX,
-    Accepted,
-    BatchAccepted,
+    STATUS_PATH,
     PublishOptions,
     TaskRequest,
 )
 from fleet.api.state import ApiState, api_state
 from fleet.canvas import capture, fix_ids
 from fleet.metrics.api import api_metrics, task_label
-from fleet.publish import MIN_STEP, BrokerUnavailable, TaskMessages, publish_confirmed, publish_one
+from fleet.publish import MIN_STEP, BrokerUnavailable, publish_confirmed
 from routing import UnknownQueueError, UnknownTaskError, resolve_queue
 
 
 def status_url(task_id: str) -> str:
-    return url_for("status.task_status", task_id=task_id)
+    """What ``url_for("status.task_status", task_id=...)`` builds, at a fraction of its cost (a hot path)."""
+    return f"{request.script_root}{STATUS_PATH}{quote(task_id, safe='')}"
 
 
-def accepted(task_id: str, task: str, queue: str) -> Accepted:
-    return Accepted(task_id=task_id, task=task, queue=queue, status_url=status_url(task_id))
+def accepted_body(task_id: str, task: str, queue: str) -> dict[str, Any]:
+    """``Accepted(...).model_dump(mode="json")`` without pydantic: the 202 of every enqueue (a hot path)."""
+    return {
+        "task_id": task_id,
+        "task": task,
+        "queue": queue,
+        "status_url": status_url(task_id),
+        "status": "queued",
+        "message": None,
+    }
 
 
-def answer_accepted(body: Accepted | BatchAccepted) -> Response:
-    response = jsonify(body.model_dump(mode="json"))
+def answer_accepted(body: dict[str, Any], task_ids: list[str]) -> Response:
+    """The 202, carrying its task ids for :func:`fleet.api.accepted.remembered` (no re-parsing of the body)."""
+    response = jsonify(body)
     response.status_code = 202
-    if isinstance(body, Accepted):
-        response.headers["Location"] = body.status_url
+    if "status_url" in body:
+        response.headers["Location"] = body["status_url"]
+    response.fleet_task_ids = task_ids  # type: ignore[attr-defined]
     return response
 
 
@@ -136,14 +147,10 @@ def publish_task(state: ApiState, name: str, args: list[Any], kwargs: dict[str, 
     task_id = new_task_id()
     if task_id is not None:
         options = {**options, "task_id": task_id}
-    item = TaskMessages(state.celery)(name, args, kwargs, options)
-
-    def send(producer: Producer, confirm_timeout: float) -> None:
-        publish_one(producer.channel, item, confirm_timeout)
-
+    item = state.messages()(name, args, kwargs, options)
     started = time.perf_counter()
     try:
-        state.publisher.run(send)
+        state.publisher.publish([item])
     except BrokerUnavailable as exc:
         raise publish_failed("task", started, exc) from None
     record_published(state, "task", started, [(item.queue.name, name)])
@@ -156,7 +163,7 @@ def enqueue(state: ApiState, name: str, args: list[Any], kwargs: dict[str, Any],
     chosen = publish_options(state, options)
     queue = queue_of(name, chosen.get("queue"))
     task_id = publish_task(state, name, args, kwargs, chosen)
-    return answer_accepted(accepted(task_id, name, queue))
+    return answer_accepted(accepted_body(task_id, name, queue), [task_id])
 
 
 def enqueue_signature(state: ApiState, signature: Signature, entry_task: str) -> Response:
@@ -181,7 +188,7 @@ def enqueue_signature(state: ApiState, signature: Signature, entry_task: str) ->
     except BrokerUnavailable as exc:
         raise publish_failed("workflow", started, exc) from None
     record_published(state, "workflow", started, [(queue, entry_task)])
-    return answer_accepted(accepted(result.id, entry_task, queue))
+    return answer_accepted(accepted_body(result.id, entry_task, queue), [result.id])
 
 
 def enqueue_batch(state: ApiState, tasks: list[TaskRequest]) -> Response:
@@ -189,7 +196,7 @@ def enqueue_batch(state: ApiState, tasks: list[TaskRequest]) -> Response:
     limit = state.settings.api_max_batch
     if len(tasks) > limit:
         raise field_error("tasks", f"at most {limit} tasks per batch (FLEET_API_MAX_BATCH)")
-    build = TaskMessages(state.celery)
+    build = state.messages()
     messages = []
     for index, item in enumerate(tasks):
         prefix = f"tasks.{index}."
@@ -202,21 +209,14 @@ def enqueue_batch(state: ApiState, tasks: list[TaskRequest]) -> Response:
             options["task_id"] = task_id
         queue_of(item.task, options.get("queue"))  # an unknown queue is a field error, before anything is sent
         messages.append(build(item.task, item.args, item.kwargs, options))
-
-    def send(producer: Producer, remaining: float) -> None:
-        publish_confirmed(producer.connection, messages, remaining)
-
     started = time.perf_counter()
     try:
-        state.publisher.run(send)
+        state.publisher.publish(messages)
     except BrokerUnavailable as exc:
         raise publish_failed("batch", started, exc) from None
     record_published(state, "batch", started, [(m.queue.name, m.name) for m in messages])
-    body = BatchAccepted(
-        count=len(messages),
-        tasks=[accepted(m.task_id, m.name, m.queue.name) for m in messages],
-    )
-    return answer_accepted(body)
+    body = {"count": len(messages), "tasks": [accepted_body(m.task_id, m.name, m.queue.name) for m in messages]}
+    return answer_accepted(body, [m.task_id for m in messages])
 
 
 # -- idempotency ---------------------------------------------------------------

@@ -71,6 +71,8 @@ TaskId = Annotated[str, StringConstraints(min_length=1, max_length=TASK_ID_MAX)]
 #: Path and source ids are 32-bit: larger numbers are not ids anyone has.
 ID_MAX = 2**31 - 1
 Id = Annotated[int, Interval(ge=0, le=ID_MAX), BeforeValidator(_integral)]
+#: where a task's status is read (GET, fleet.api.task_status); the 202's status_url builds on it
+STATUS_PATH = "/api/task-status/"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_KEY_MAX = 255
 #: What the API takes as an Idempotency-Key: printable ASCII, no space at either end (headers are stripped).

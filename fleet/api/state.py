@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -12,7 +13,7 @@ from fleet.api.accepted import AcceptedIds, open_accepted
 from fleet.api.idempotency import IdempotencyStore, open_store
 from fleet.ops.pause import PauseStore, open_pauses
 from fleet.pools import POOLS, PoolSpec, env_overrides, with_overrides
-from fleet.publish import Publisher, publisher_for
+from fleet.publish import Publisher, TaskMessages, publisher_for
 from fleet.settings import Settings
 
 if TYPE_CHECKING:
@@ -26,6 +27,14 @@ class ApiState:
     settings: Settings
     celery: FleetCelery
     started: bool = field(default=False)
+    _local: threading.local = field(default_factory=threading.local, repr=False)
+
+    def messages(self) -> TaskMessages:
+        """This thread's message builder: Celery's configuration read once, ``reply_to`` per thread as in Celery."""
+        build = getattr(self._local, "messages", None)
+        if build is None:
+            build = self._local.messages = TaskMessages(self.celery)
+        return build
 
     @cached_property
     def publisher(self) -> Publisher:

@@ -28,7 +28,15 @@ from fleet.api.auth import needs
 from fleet.api.body import validated, validation_error
 from fleet.api.enqueue import publish_failed, record_published
 from fleet.api.errors import ApiError, unavailable
-from fleet.api.schemas import CancelAccepted, CancelRequest, RunTaskStatus, TaskError, TaskId, TaskStatus
+from fleet.api.schemas import (
+    STATUS_PATH,
+    CancelAccepted,
+    CancelRequest,
+    RunTaskStatus,
+    TaskError,
+    TaskId,
+    TaskStatus,
+)
 from fleet.api.state import ApiState, api_state
 from fleet.ops.control import broadcast
 from fleet.progress import PROGRESS
@@ -118,8 +126,7 @@ def read_status(state: ApiState, task_id: str) -> TaskStatus:
     )
 
 
-# Registered first on purpose: url_for() builds the first rule of an endpoint.
-@bp.get("/api/task-status/<task_id>")
+@bp.get(f"{STATUS_PATH}<task_id>")
 def task_status(task_id: str) -> Response:
     """Guide 001's shape: ``state``, a ``status`` text, and ``progress``/``result``/``error``."""
     status = read_status(api_state(), checked_id(task_id))

@@ -111,6 +111,9 @@ class RecordingPublisher:
     def run(self, send: Any, timeout: float | None = None) -> None:
         self.sends.append(send)
 
+    def publish(self, messages: Any, timeout: float | None = None) -> None:
+        self.sends.append(messages)
+
 
 class PureApi:
     """The Flask app in process with a recording publisher, and the bearer token on every call."""
