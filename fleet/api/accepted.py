@@ -26,10 +26,11 @@ from functools import wraps
 from typing import Any, Protocol
 
 from flask import Response
-from sqlalchemy import Column, Engine, Float, MetaData, String, Table, create_engine, delete, event, select
+from sqlalchemy import Column, Engine, Float, MetaData, String, Table, delete, select
 
 from fleet.api.schemas import TASK_ID_MAX
 from fleet.settings import Settings
+from fleet.sqlstore import ProcessEngine
 
 logger = logging.getLogger("fleet.api")
 TABLE = "fleet_accepted_tasks"
@@ -64,27 +65,16 @@ class SQLAcceptedIds:
             Column("task_id", String(TASK_ID_MAX), primary_key=True),
             Column("expires_at", Float, nullable=False, index=True),
         )
-        self._engine: Engine | None = None
-        self._pid = 0
+        on_connect = _sqlite_normal_sync if url.startswith("sqlite") else None
+        self._engine = ProcessEngine(url, self.table.metadata, on_connect=on_connect)
         self._written = 0
-        self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._writer: Any = None
         self._writer_pid = 0
 
     @property
     def engine(self) -> Engine:
-        """One engine per process (a forked gunicorn worker must not share its parent's)."""
-        with self._lock:
-            if self._engine is None or self._pid != os.getpid():
-                sqlite = self.url.startswith("sqlite")
-                args = {"timeout": 30} if sqlite else {}
-                self._engine = create_engine(self.url, connect_args=args, pool_pre_ping=not sqlite)
-                if sqlite:
-                    event.listen(self._engine, "connect", _sqlite_normal_sync)
-                self.table.metadata.create_all(self._engine, checkfirst=True)
-                self._pid = os.getpid()
-            return self._engine
+        return self._engine()
 
     def record(self, task_ids: Iterable[str]) -> None:
         expires = time.time() + self.retention
