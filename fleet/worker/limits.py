@@ -42,6 +42,8 @@ EXIT_HARD_LIMIT = 70
 EXIT_RECYCLE = 75
 #: how often the watchdog looks at the running tasks (seconds); limits fire within this
 TICK = 0.1
+#: seconds between dead-lettering a hard-limited task and the process exit
+EXIT_GRACE = 0.5
 _PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 _installed: list[ThreadLimits] = []
 
@@ -137,22 +139,32 @@ class ThreadLimits:
                         if raise_in_thread(ident, SoftTimeLimitExceeded):
                             self._on_timeout(entry, soft=True)
 
-    def _on_timeout(self, entry: _Running, soft: bool) -> Any:
-        """Tell the task's Request (the log line, the metric); the Request or None."""
-        request = next((r for r in tuple(worker_state.active_requests) if r.id == entry.task_id), None)
+    @staticmethod
+    def _request(task_id: str) -> Any:
+        """The worker's Request for ``task_id`` (None if it is no longer active)."""
+        return next((r for r in tuple(worker_state.active_requests) if r.id == task_id), None)
+
+    def _on_timeout(self, entry: _Running, soft: bool) -> None:
+        """Tell the task's Request (the log line, the metric)."""
+        request = self._request(entry.task_id)
         if request is not None:
             request.on_timeout(soft, entry.soft_limit if soft else entry.hard_limit)
-        return request
 
     def _hard(self, entry: _Running) -> None:
-        """Fail and dead-letter the task as prefork does, then end the process (its thread cannot be stopped)."""
+        """Fail and dead-letter the task as prefork does, then end the process (its thread cannot be stopped).
+
+        The order is billiard's: the failure first (it rejects the message into the DLQ,
+        fleet.worker.request.DeadLetterOnTimeout), then the timeout hook (log, FAILURE, metric),
+        whose own requeue then finds the message already settled.
+        """
         try:
-            request = self._on_timeout(entry, soft=False)
+            request = self._request(entry.task_id)
             if request is not None:
                 try:
                     raise TimeLimitExceeded(entry.hard_limit)
                 except TimeLimitExceeded:
                     request.on_failure(ExceptionInfo(), send_failed_event=True, return_ok=False)
+                request.on_timeout(False, entry.hard_limit)
             logger.error(
                 "task %s passed its hard time limit (%ss): exiting so the process is replaced; "
                 "the other tasks it ran go back to their queue",
@@ -162,6 +174,7 @@ class ThreadLimits:
         except BaseException:  # noqa: BLE001 - exit whatever happened: the message is redelivered
             logger.exception("handling the hard time limit of task %s failed", entry.task_id)
         finally:
+            time.sleep(EXIT_GRACE)  # let the rejection reach RabbitMQ before the socket closes
             logging.shutdown()
             os._exit(EXIT_HARD_LIMIT)
 
