@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from billiard.einfo import ExceptionInfo
-from celery import signals
+from celery import concurrency, signals
+from celery.concurrency.thread import TaskPool
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.worker import state as worker_state
 
@@ -184,8 +185,34 @@ def interrupt(task_id: str, exc_type: type[BaseException]) -> bool:
     return any(limits.interrupt(task_id, exc_type) for limits in _installed)
 
 
+def exit_without_running_tasks(code: int) -> None:
+    """After the worker stopped: exit now if task threads still run (a soft shutdown timed out).
+
+    Python would join them before exiting, i.e. wait up to their hard time limit, the wait the
+    soft shutdown bounds. Their messages were not acked and go back to the queue.
+    """
+    running = sum(len(limits._running) for limits in _installed)
+    if not running:
+        return
+    logger.warning("%d tasks still running after the shutdown: exiting without them (redelivered)", running)
+    logging.shutdown()
+    os._exit(code)
+
+
+class ThreadPool(TaskPool):
+    """Celery's thread pool, except that a cold shutdown does not wait for running threads.
+
+    A timed-out soft shutdown stops the pool; Celery's would join every task thread, i.e. wait
+    up to the hard time limit. Their messages are not acked and go back to the queue.
+    """
+
+    def on_stop(self) -> None:
+        self.executor.shutdown(wait=not worker_state.should_terminate, cancel_futures=True)
+
+
 def install(soft_limit: float | None, hard_limit: float | None, max_memory_kb: int | None) -> ThreadLimits:
     """Enforce the pool's limits in this (threaded) worker process; call once, before it consumes."""
+    concurrency.ALIASES["threads"] = f"{__name__}:ThreadPool"  # what --pool=threads loads in this process
     limits = ThreadLimits(soft_limit, hard_limit, max_memory_kb)
     signals.task_prerun.connect(limits.on_prerun, dispatch_uid="fleet.limits.prerun", weak=False)
     signals.task_postrun.connect(limits.on_postrun, dispatch_uid="fleet.limits.postrun", weak=False)

@@ -20,7 +20,7 @@ from typing import Any
 
 from billiard.einfo import ExceptionInfo, ExceptionWithTraceback
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Retry
 from celery.worker import state as worker_state
 from celery.worker.request import Request
 
@@ -96,6 +96,19 @@ class ThreadTerminableRequest(MeteredRequest):
     (REVOKED stored, message acked) and ``Ignore`` is raised inside the task's thread: the
     task stops at its next bytecode and its outcome is not stored over the REVOKED.
     """
+
+    def cancel(self, pool: Any, signal: Any = None, emit_retry: bool = True) -> None:
+        """A shutdown's cancel (soft shutdown timed out): the thread cannot be stopped, and nothing is
+        raised into it (an ``Ignore`` would ack the message). The process exits without it
+        (fleet.worker.limits.exit_without_running_tasks) and the message is redelivered; RETRY is
+        stored so the redelivery is not taken for a crash (fleet.worker.dedup.LOST)."""
+        if not (limits.enforced() and self.time_start):
+            return super().cancel(pool, signal, emit_retry)
+        if not emit_retry and self.store_errors and not self.task.ignore_result:
+            cancelled = Retry(message="cancelled by a worker shutdown")
+            self.task.backend.mark_as_retry(self.id, cancelled, request=self._context)
+        self._announce_cancelled(emit_retry=emit_retry)
+        return None
 
     def terminate(self, pool: Any, signal: Any = None) -> None:
         if not (limits.enforced() and self.time_start):

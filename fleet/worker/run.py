@@ -83,4 +83,9 @@ def run_worker(app: FleetCelery, spec: PoolSpec, node: str) -> int:
         code = exit_.exit_code
     finally:
         celery_command.params[0].default = None
-    return code if isinstance(code, int) else 0
+    code = code if isinstance(code, int) else 0
+    if spec.pool == "threads":
+        from fleet.worker import limits
+
+        limits.exit_without_running_tasks(code)
+    return code
