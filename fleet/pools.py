@@ -168,10 +168,11 @@ POOLS: dict[str, PoolSpec] = {
             queue_wait_slo_s=30,
             rationale=(
                 "short tasks, throughput first: 2 processes x 4 threads, each consuming for itself (Dramatiq's "
-                "shape), ran 1.6-2x prefork x 2 in bench.tune (prefork's main process and children wait on each "
-                "other through the pipes); fleet.worker.limits keeps soft/hard time limits and memory recycling, "
-                "a process that dies under a task has it retried against max_retries (fleet.worker.dedup). A task "
-                "that can crash the interpreter or must be killed inside a C call belongs on a prefork pool "
+                "shape), ran 1.6x (quiet host) to 2.9x (loaded) prefork x 2 in bench.tune, no pipe hand-off; "
+                "8 threads or 3 processes bought nothing on 2 cores; fleet.worker.limits keeps soft/hard time "
+                "limits and memory recycling, a process that dies under a task has it retried against "
+                "max_retries (fleet.worker.dedup). A task that can crash the interpreter or must be killed "
+                "inside a C call belongs on a prefork pool "
                 "(docs/PERFORMANCE.md)"
             ),
         ),
