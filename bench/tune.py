@@ -21,12 +21,12 @@ VARIANTS: dict[str, dict[str, str]] = {
     "3 processes x 4 threads": {f"{P}REPLICAS": "3"},
     "2 processes x 8 threads": {f"{P}CONCURRENCY": "8"},
     "2 processes x 2 threads": {f"{P}CONCURRENCY": "2"},
-    "2 processes x 4 threads, prefetch 16": {f"{P}PREFETCH_MULTIPLIER": "16"},
+    "2 processes x 4 threads x prefetch 16": {f"{P}PREFETCH_MULTIPLIER": "16"},
     "1 process x 4 threads": {f"{P}REPLICAS": "1"},
     "prefork x 2 (the spec before threads)": PREFORK,
-    "prefork, prefetch 16": {**PREFORK, f"{P}PREFETCH_MULTIPLIER": "16"},
-    "prefork, 4 children": {**PREFORK, f"{P}CONCURRENCY": "4"},
-    "prefork, 2 processes x 1 child": {**PREFORK, f"{P}REPLICAS": "2", f"{P}CONCURRENCY": "1"},
+    "prefork x prefetch 16": {**PREFORK, f"{P}PREFETCH_MULTIPLIER": "16"},
+    "prefork x 4 children": {**PREFORK, f"{P}CONCURRENCY": "4"},
+    "prefork x 2 processes x 1 child": {**PREFORK, f"{P}REPLICAS": "2", f"{P}CONCURRENCY": "1"},
     "log level warning": {"FLEET_LOG_LEVEL": "warning"},
 }
 
