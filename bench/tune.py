@@ -14,27 +14,19 @@ from bench.harness import FULL, QUICK, Bench, median_of, say
 from bench.scenarios.fleet import measure
 
 P = "FLEET_POOL_DEFAULT_"
-NO_RECYCLING = {f"{P}MAX_TASKS_PER_CHILD": "0", f"{P}MAX_MEMORY_PER_CHILD_KB": "0"}
+#: the `default` spec before it moved to threads: one process, prefork x 2, recycled every 5000 tasks
+PREFORK = {f"{P}POOL": "prefork", f"{P}REPLICAS": "1", f"{P}CONCURRENCY": "2", f"{P}MAX_TASKS_PER_CHILD": "5000"}
 VARIANTS: dict[str, dict[str, str]] = {
     "as specified": {},
-    "prefetch 16": {f"{P}PREFETCH_MULTIPLIER": "16"},
-    "4 children": {f"{P}CONCURRENCY": "4"},
-    "8 children": {f"{P}CONCURRENCY": "8"},
-    "2 processes x 1 child": {f"{P}REPLICAS": "2", f"{P}CONCURRENCY": "1"},
-    "2 processes x 1 child, prefetch 16": {
-        f"{P}REPLICAS": "2",
-        f"{P}CONCURRENCY": "1",
-        f"{P}PREFETCH_MULTIPLIER": "16",
-    },
-    "threads x 2": {f"{P}POOL": "threads", **NO_RECYCLING},
-    "2 processes x 4 threads": {f"{P}POOL": "threads", f"{P}REPLICAS": "2", f"{P}CONCURRENCY": "4", **NO_RECYCLING},
-    "2 processes x 8 threads x prefetch 8": {
-        f"{P}POOL": "threads",
-        f"{P}REPLICAS": "2",
-        f"{P}CONCURRENCY": "8",
-        f"{P}PREFETCH_MULTIPLIER": "8",
-        **NO_RECYCLING,
-    },
+    "3 processes x 4 threads": {f"{P}REPLICAS": "3"},
+    "2 processes x 8 threads": {f"{P}CONCURRENCY": "8"},
+    "2 processes x 2 threads": {f"{P}CONCURRENCY": "2"},
+    "2 processes x 4 threads x prefetch 16": {f"{P}PREFETCH_MULTIPLIER": "16"},
+    "1 process x 4 threads": {f"{P}REPLICAS": "1"},
+    "prefork x 2 (the spec before threads)": PREFORK,
+    "prefork x prefetch 16": {**PREFORK, f"{P}PREFETCH_MULTIPLIER": "16"},
+    "prefork x 4 children": {**PREFORK, f"{P}CONCURRENCY": "4"},
+    "prefork x 2 processes x 1 child": {**PREFORK, f"{P}REPLICAS": "2", f"{P}CONCURRENCY": "1"},
     "log level warning": {"FLEET_LOG_LEVEL": "warning"},
 }
 

@@ -13,6 +13,9 @@ from typing import Literal
 
 from queues import WORK_QUEUES
 
+#: prefork: a main process hands tasks to forked children through pipes (crash isolation, a hard
+#: limit kills only the child); threads: one process consuming for itself, tasks in threads, limits
+#: and recycling by fleet.worker.limits (no hand-off: faster for short tasks, docs/PERFORMANCE.md)
 PoolKind = Literal["prefork", "threads"]
 #: Ack after the task ran, so a lost worker's task is redelivered: the fleet's default, which a
 #: pool spec overrides (a pool whose tasks must never run twice would set acks_late=False).
@@ -32,7 +35,8 @@ class PoolSpec:
     prefetch_multiplier: int
     #: recycle a child after this many tasks (prefork only; None: never)
     max_tasks_per_child: int | None
-    #: recycle a child once its resident memory passes this many KiB (prefork only)
+    #: recycle a child (prefork) or the whole process (threads, fleet.worker.limits) once its
+    #: resident memory passes this many KiB
     max_memory_per_child_kb: int | None
     soft_time_limit: int
     time_limit: int
@@ -75,8 +79,11 @@ class PoolSpec:
                 f"pool {self.name}: soft_shutdown_timeout must be above 0 and below time_limit, or a stop "
                 "would wait as long as the hard time limit anyway"
             )
-        if self.pool == "threads" and (self.max_tasks_per_child or self.max_memory_per_child_kb):
-            raise PoolError(f"pool {self.name}: child recycling needs the prefork pool")
+        if self.pool == "threads" and self.max_tasks_per_child:
+            raise PoolError(
+                f"pool {self.name}: recycling by task count needs the prefork pool (threads recycle the "
+                "process by memory, max_memory_per_child_kb)"
+            )
         unknown = set(self.queues) - set(WORK_QUEUES)
         if unknown:
             raise PoolError(f"pool {self.name}: unknown queues {sorted(unknown)}")
@@ -120,8 +127,8 @@ POOLS: dict[str, PoolSpec] = {
             max_replicas=6,
             queue_wait_slo_s=30,
             rationale=(
-                "I/O-bound on SMTP round trips: cheap threads overlap the waits; Celery enforces no time "
-                "limits in a thread pool, so every SMTP step is bounded by FLEET_SMTP_TIMEOUT instead"
+                "I/O-bound on SMTP round trips: cheap threads overlap the waits; time limits by fleet.worker.limits, "
+                "and every SMTP step is bounded by FLEET_SMTP_TIMEOUT too"
             ),
         ),
         PoolSpec(
@@ -145,25 +152,27 @@ POOLS: dict[str, PoolSpec] = {
         ),
         PoolSpec(
             name="default",
-            pool="prefork",
-            concurrency=2,
+            pool="threads",
+            concurrency=4,
             prefetch_multiplier=4,
-            max_tasks_per_child=5000,
+            max_tasks_per_child=None,
             max_memory_per_child_kb=256_000,
             soft_time_limit=110,
             time_limit=120,
             soft_shutdown_timeout=10,
-            replicas=1,
-            memory_mb=256,
+            replicas=2,
+            memory_mb=96,
             cpu=1.0,
-            min_replicas=1,
+            min_replicas=2,
             max_replicas=8,
             queue_wait_slo_s=30,
             rationale=(
-                "CPU-bound: one process per core (2 on the reference machine), short tasks amortise prefetch; "
-                "prefork keeps hard time limits, crash isolation and memory recycling. bench.tune: prefetch 16 "
-                "or 64, 2 x 1 and 2 x 2 processes were no faster (main process and children wait on each other "
-                "through the pipes); 2 processes x 4 threads ran 1.6x faster but gives all three up "
+                "short tasks, throughput first: 2 processes x 4 threads, each consuming for itself (Dramatiq's "
+                "shape), ran 1.6x (quiet host) to 2.9x (loaded) prefork x 2 in bench.tune, no pipe hand-off; "
+                "8 threads or 3 processes bought nothing on 2 cores; fleet.worker.limits keeps soft/hard time "
+                "limits and memory recycling, a process that dies under a task has it retried against "
+                "max_retries (fleet.worker.dedup). A task that can crash the interpreter or must be killed "
+                "inside a C call belongs on a prefork pool "
                 "(docs/PERFORMANCE.md)"
             ),
         ),

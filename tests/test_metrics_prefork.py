@@ -52,7 +52,14 @@ def worker(
     with private_fleet(fleet_env, tmp_path_factory.mktemp("prefork")) as private:
         env = {**private, "FLEET_TASK_MODULES": f"{private['FLEET_TASK_MODULES']},tests.support.metrics_tasks"}
         settings = load_settings(env)
-        flags = ("--concurrency", str(CONCURRENCY), "--max-tasks-per-child", str(MAX_TASKS_PER_CHILD))
+        flags = (
+            "--pool-kind",
+            "prefork",
+            "--concurrency",
+            str(CONCURRENCY),
+            "--max-tasks-per-child",
+            str(MAX_TASKS_PER_CHILD),
+        )
         with app_for(env) as app:
             process = start_worker("default", env, log_dir, *flags)
             try:

@@ -52,7 +52,7 @@ def test_readme_pool_table_equals_the_specs() -> None:
     for spec in POOLS.values():
         row = f"| `{spec.name}` | {spec.pool} | {spec.concurrency} |"
         assert row in readme, row
-    assert "| `email` | threads | 16 | 4 | none (threads) | never |" in readme, "no limit a thread pool cannot keep"
+    assert "| `email` | threads | 16 | 4 | 50 / 60 s | never |" in readme, "threads keep limits (fleet.worker.limits)"
 
 
 def test_fleet_pools_prints_limits_and_child_recycling() -> None:
@@ -60,7 +60,8 @@ def test_fleet_pools_prints_limits_and_child_recycling() -> None:
     lines = {line.split()[0]: line for line in done.stdout.splitlines()}
     assert "child recycled" in lines["pool"]
     assert "every 20 tasks or past 512 MB" in lines["reports"] and "540 / 600 s" in lines["reports"]
-    assert "none (threads)" in lines["email"] and "never" in lines["email"]
+    assert "50 / 60 s" in lines["email"] and "never" in lines["email"]
+    assert "110 / 120 s" in lines["default"] and "past 256 MB" in lines["default"], "a threaded process is recycled"
 
 
 def test_render_check_reports_drift_and_write_repairs_it(tmp_path: Path) -> None:

@@ -395,22 +395,3 @@ def test_cancel_finds_a_task_sent_around_the_api_in_a_worker(api: ApiServer, cel
     response = cancel(api, result.id)
     assert response.status_code == 202 and response.json()["was"] == "queued", response.text
     assert api.wait_for_state(result.id, {"REVOKED", "SUCCESS"}, timeout=30)["state"] == "REVOKED"
-
-
-def test_cancel_refuses_to_terminate_a_thread(api: ApiServer, celery_app: FleetCelery) -> None:
-    from celery.app.task import Context
-
-    task_id = str(uuid.uuid4())
-    request = Context(
-        id=task_id,
-        task="tasks.send_email",
-        args=[],
-        kwargs={},
-        hostname="email@test",
-        retries=0,
-        delivery_info={"routing_key": "email"},
-    )
-    celery_app.backend.store_result(task_id, None, "STARTED", request=request)  # as the email pool records it
-    response = cancel(api, task_id, terminate=True)
-    assert response.status_code == 409 and response.json()["error"] == "cannot_terminate", response.text
-    assert api.get(f"/api/task-status/{task_id}").json()["state"] == "STARTED"  # nothing changed

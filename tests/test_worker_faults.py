@@ -1,5 +1,9 @@
 """Faults inside workers: killed children, poison tasks, revokes across restarts, time limits.
-Each on a private vhost of the shared broker, with the loss ledger counting outcomes."""
+Each on a private vhost of the shared broker, with the loss ledger counting outcomes.
+
+The child-level faults run the `default` pool as prefork (``--pool-kind prefork``): they are
+what prefork's main process sees of its children. The same faults in a threaded worker, whose
+process dies whole, are in tests/test_threaded_worker.py."""
 
 from __future__ import annotations
 
@@ -15,11 +19,13 @@ from fleet.testing.broker import drain
 from fleet.testing.processes import start_worker
 from tests.support.ledger import REDIS_URL, Ledger
 
+PREFORK = ("--pool-kind", "prefork")
+
 
 def test_child_killed_mid_task_is_retried_and_completes(
     private_env: dict[str, str], private_app: FleetCelery, ledger: Ledger, log_dir: Path
 ) -> None:
-    worker = start_worker("default", private_env, log_dir)
+    worker = start_worker("default", private_env, log_dir, *PREFORK)
     try:
         accepted = [private_app.send_task("tests.die_once", (ledger.key,)).id for _ in range(3)]
         tally = ledger.wait_for(accepted, timeout=60)
@@ -32,7 +38,7 @@ def test_child_killed_mid_task_is_retried_and_completes(
 def test_poison_task_is_dead_lettered_after_bounded_runs_while_others_flow(
     private_env: dict[str, str], private_app: FleetCelery, ledger: Ledger, log_dir: Path
 ) -> None:
-    worker = start_worker("default", private_env, log_dir)
+    worker = start_worker("default", private_env, log_dir, *PREFORK)
     try:
         poison = private_app.send_task("tests.poison", (ledger.key,))
         accepted = [private_app.send_task("tests.record", (ledger.key, 0.05)).id for _ in range(40)]
@@ -75,7 +81,7 @@ def test_revoked_countdown_task_stays_revoked_across_a_restart(
 def test_time_limits_fire_and_the_child_is_replaced(
     private_env: dict[str, str], private_app: FleetCelery, log_dir: Path
 ) -> None:
-    worker = start_worker("default", private_env, log_dir, "--concurrency", "1")
+    worker = start_worker("default", private_env, log_dir, *PREFORK, "--concurrency", "1")
     node = next(iter(private_app.control.inspect(timeout=5).ping()))
     inspect = private_app.control.inspect([node], timeout=5)
     try:

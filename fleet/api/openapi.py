@@ -34,7 +34,7 @@ STATUS_TEXT = {
     401: "Missing or invalid bearer token",
     403: "The token's scope does not allow this (read / operate / enqueue)",
     404: "Unknown route, task or task id",
-    409: "A request with this Idempotency-Key is still in progress; or a thread-pool task cannot be terminated",
+    409: "A request with this Idempotency-Key is still in progress",
     413: "Body larger than FLEET_API_MAX_BODY_BYTES",
     415: "Content-Type is not application/json",
     422: "Invalid fields (named in details)",

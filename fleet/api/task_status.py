@@ -218,17 +218,8 @@ def task_cancel(task_id: str) -> Response:
             status="already finished: nothing to cancel",
         )
         return jsonify(body.model_dump(mode="json"))
+    # prefork signals the task's child; a fleet worker's thread gets an exception (fleet.worker.limits)
     terminate = request_body.terminate and phase == "running"
-    if terminate:
-        pool = state.pool_of(current.queue) if current.queue else None
-        if pool is not None and pool.pool == "threads":
-            raise ApiError(
-                409,
-                "cannot_terminate",
-                f"{task_id} runs on the {pool.name} pool, a thread pool: Celery cannot terminate a thread. "
-                "Cancel without terminate to keep it from running again; it will finish.",
-                [{"field": "terminate", "message": "not possible on a thread pool"}],
-            )
     if phase == "queued":
         try:
             store_revoked(state, task_id)

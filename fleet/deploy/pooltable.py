@@ -17,9 +17,7 @@ HEADER = ("pool", "kind", "concurrency", "prefetch", "soft / hard limit", "child
 
 
 def limits(spec: PoolSpec) -> str:
-    """Time limits as Celery applies them: a thread pool cannot interrupt a task, so it has none."""
-    if spec.pool == "threads":
-        return "none (threads)"
+    """Time limits: prefork's from Celery, a thread pool's from fleet.worker.limits."""
     return f"{spec.soft_time_limit} / {spec.time_limit} s"
 
 

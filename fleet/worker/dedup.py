@@ -19,6 +19,10 @@ by this worker (waiting, reserved or
 running), not a redelivery or replay
 RETRY, or STARTED with a lower attempt   run: Celery's own retry republishes the
                                          same id with ``retries`` + 1
+STARTED, same attempt, redelivered,      retry (threaded workers): the process
+in a threaded worker                     running it died; counted against
+                                         ``max_retries`` as prefork's
+                                         ``task_retry_on_worker_lost`` does
 FAILURE, REVOKED is Celery's own         run (FAILURE): a DLQ replay is a new try
 PENDING (nothing stored)                 run
 the result store does not answer         run: at-least-once, never lost
@@ -46,6 +50,9 @@ from fleet.republish import REPLAY_HEADER
 
 logger = logging.getLogger("fleet.dedup")
 
+#: the reason :func:`duplicate_of` gives for a task whose threaded worker process died under it
+LOST = "its worker process died while running it"
+
 
 def _attempt(request: Any) -> int:
     return request.request_dict.get("retries") or 0
@@ -58,8 +65,11 @@ def held_copy(request: Any) -> Any | None:
     return next((r for r in held if r is not request and r.id == request.id and _attempt(r) == attempt), None)
 
 
-def duplicate_of(request: Any) -> str | None:
-    """Why this delivery must not run (a short reason), or None to run it."""
+def duplicate_of(request: Any, threaded: bool = False) -> str | None:
+    """Why this delivery must not run (a short reason, :data:`LOST` to retry it), or None to run it.
+
+    ``threaded``: the worker runs tasks in threads of its one process (fleet.worker.limits).
+    """
     if request.ignore_result or request.task.ignore_result:
         return None
     attempt = _attempt(request)
@@ -75,6 +85,11 @@ def duplicate_of(request: Any) -> str | None:
     state = meta.get("status")
     if state == states.SUCCESS:
         return "it already succeeded"
-    if fresh and state == states.STARTED and (meta.get("retries") or 0) >= attempt:
-        return "another delivery is running it"
+    if state == states.STARTED and (meta.get("retries") or 0) >= attempt:
+        if fresh:
+            return "another delivery is running it"
+        # Prefork's main process sees a child die and retries its task; a threaded worker dies whole,
+        # and only this redelivery tells. Counting it keeps a task that kills its process bounded.
+        if threaded and request.delivery_info.get("redelivered") and not request.request_dict.get(REPLAY_HEADER):
+            return LOST
     return None

@@ -5,7 +5,8 @@
 1. :class:`DeadLetterOnTimeout` dead-letters a task killed by its hard time limit;
 2. :class:`MeteredRequest` counts what only the main process sees (hard time limits,
    lost pool children);
-3. :class:`OnceRequest` does not run a task id that already ran or is running
+3. :class:`ThreadTerminableRequest` terminates a task running in a thread (fleet.worker.limits);
+4. :class:`OnceRequest` does not run a task id that already ran or is running
    (the rule: :mod:`fleet.worker.dedup`).
 """
 
@@ -17,12 +18,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from billiard.einfo import ExceptionWithTraceback
+from billiard.einfo import ExceptionInfo, ExceptionWithTraceback
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
+from celery.exceptions import Ignore, Retry
 from celery.worker import state as worker_state
 from celery.worker.request import Request
 
-from fleet.worker.dedup import duplicate_of, held_copy
+from fleet.worker import limits
+from fleet.worker.dedup import LOST, duplicate_of, held_copy
 
 logger = logging.getLogger("fleet.dedup")
 
@@ -86,7 +89,36 @@ class MeteredRequest(DeadLetterOnTimeout):
             super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
 
 
-class OnceRequest(MeteredRequest):
+class ThreadTerminableRequest(MeteredRequest):
+    """``revoke(terminate=True)`` for a task running in a thread of a fleet worker.
+
+    Prefork signals the child; a thread cannot be signalled, so the revoke is announced
+    (REVOKED stored, message acked) and ``Ignore`` is raised inside the task's thread: the
+    task stops at its next bytecode and its outcome is not stored over the REVOKED.
+    """
+
+    def cancel(self, pool: Any, signal: Any = None, emit_retry: bool = True) -> None:
+        """A shutdown's cancel (soft shutdown timed out): the thread cannot be stopped, and nothing is
+        raised into it (an ``Ignore`` would ack the message). The process exits without it
+        (fleet.worker.limits.exit_without_running_tasks) and the message is redelivered; RETRY is
+        stored so the redelivery is not taken for a crash (fleet.worker.dedup.LOST)."""
+        if not (limits.enforced() and self.time_start):
+            return super().cancel(pool, signal, emit_retry)
+        if not emit_retry and self.store_errors and not self.task.ignore_result:
+            cancelled = Retry(message="cancelled by a worker shutdown")
+            self.task.backend.mark_as_retry(self.id, cancelled, request=self._context)
+        self._announce_cancelled(emit_retry=emit_retry)
+        return None
+
+    def terminate(self, pool: Any, signal: Any = None) -> None:
+        if not (limits.enforced() and self.time_start):
+            return super().terminate(pool, signal)
+        if limits.interrupt(self.id, Ignore):
+            self._announce_revoked("terminated", True, signal, False)
+        return None
+
+
+class OnceRequest(ThreadTerminableRequest):
     """A request that is not run when its task id already ran or is running (:mod:`fleet.worker.dedup`).
 
     The check runs where Celery asks whether a request was revoked: in the main
@@ -102,9 +134,12 @@ class OnceRequest(MeteredRequest):
         if self._fleet_checked:
             return False
         self._fleet_checked = True
-        reason = duplicate_of(self)
+        reason = duplicate_of(self, threaded=limits.enforced())
         if reason is None:
             return False
+        if reason == LOST:
+            self._retry_lost()
+            return True
         logger.info("task %s[%s] not run again: %s", self.name, self.id, reason)
         worker_state.task_ready(self)
         other = held_copy(self)
@@ -112,3 +147,12 @@ class OnceRequest(MeteredRequest):
             worker_state.requests[self.id] = other
         self.acknowledge()
         return True
+
+    def _retry_lost(self) -> None:
+        """Celery's handling of a pool child lost under the task: a retry counted against
+        ``max_retries``, or past them a FAILURE dead-lettered."""
+        logger.warning("task %s[%s] was running when its worker process died; retrying it", self.name, self.id)
+        try:
+            raise WorkerLostError(f"Worker exited while running task {self.id} (redelivered, stored as STARTED).")
+        except WorkerLostError:
+            self.on_failure(ExceptionInfo(), send_failed_event=True, return_ok=False)

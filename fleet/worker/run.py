@@ -49,7 +49,7 @@ def worker_argv(spec: PoolSpec, node: str, settings: Settings) -> list[str]:
     ]
     if spec.max_tasks_per_child:
         argv.append(f"--max-tasks-per-child={spec.max_tasks_per_child}")
-    if spec.max_memory_per_child_kb:
+    if spec.max_memory_per_child_kb and spec.pool == "prefork":  # threads: fleet.worker.limits recycles
         argv.append(f"--max-memory-per-child={spec.max_memory_per_child_kb}")
     if not settings.task_events:
         argv.append("--without-gossip")  # gossip rides on events; without them it is only chatter
@@ -68,6 +68,13 @@ def run_worker(app: FleetCelery, spec: PoolSpec, node: str) -> int:
     # has nothing to wait for, its prefetched messages go back when its connection closes.
     app.conf.worker_soft_shutdown_timeout = spec.soft_shutdown_timeout
     app.conf.worker_enable_soft_shutdown_on_idle = False
+    # Celery keeps a token bucket per task type and checks it per delivery; with no task
+    # declaring a rate limit that is work for nothing.
+    app.conf.worker_disable_rate_limits = not any(task.rate_limit for task in app.tasks.values())
+    if spec.pool == "threads":
+        from fleet.worker import limits
+
+        limits.install(spec.soft_time_limit, spec.time_limit, spec.max_memory_per_child_kb)
     argv = worker_argv(spec, node, app.fleet_settings)
     celery_command.params[0].default = app  # what ``app.start`` does: the command's --app is this app
     try:
@@ -76,4 +83,9 @@ def run_worker(app: FleetCelery, spec: PoolSpec, node: str) -> int:
         code = exit_.exit_code
     finally:
         celery_command.params[0].default = None
-    return code if isinstance(code, int) else 0
+    code = code if isinstance(code, int) else 0
+    if spec.pool == "threads":
+        from fleet.worker import limits
+
+        limits.exit_without_running_tasks(code)
+    return code

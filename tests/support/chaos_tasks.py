@@ -43,6 +43,16 @@ def sleep(seconds: float) -> float:
     return seconds
 
 
+@shared_task(name="tests.spin")
+def spin(seconds: float) -> float:
+    """Wait in Python for ``seconds``: a thread's soft limit lands at its next bytecode, and a
+    C call (one long ``time.sleep``) would hold it off until it returns."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+    return seconds
+
+
 @shared_task(name="tests.stubborn")
 def stubborn(seconds: float) -> float:
     """Ignore the soft time limit (as code stuck in C would), so only the hard limit stops it."""
@@ -69,5 +79,20 @@ def fail_once(self: Task, ledger: str) -> str:
     """Fail for good on the first run (dead-lettered), complete when run again (a DLQ replay)."""
     if redis.Redis.from_url(REDIS_URL).set(f"{ledger}:failed:{self.request.id}", 1, nx=True, ex=600):
         raise RuntimeError("failing once, on purpose")
+    Ledger(ledger).record(self.request.id)
+    return self.request.id
+
+
+@shared_task(
+    bind=True,
+    name="tests.retry_on_soft_limit",
+    autoretry_for=(SoftTimeLimitExceeded,),
+    max_retries=1,
+    default_retry_delay=0,
+)
+def retry_on_soft_limit(self: Task, ledger: str) -> str:
+    """Overrun the soft limit on the first run (retried for it, as configured), complete on the next."""
+    if self.request.retries == 0:
+        spin(30)
     Ledger(ledger).record(self.request.id)
     return self.request.id
