@@ -1,9 +1,9 @@
 """The committed supervisor config run by a real supervisord: every program RUNNING, and stopping a
 pool with 40 tasks in flight is a warm shutdown that loses none of them.
 
-The default (prefork) pool runs with FLEET_POOL_DEFAULT_CONCURRENCY=10 here, so when
-``supervisorctl stop`` sends its TERM, 10 tasks run and the other 30 sit prefetched (10 x prefetch 4
-unacked): all 40 are in the pool's hands.
+The default pool (processes x threads) runs with FLEET_POOL_DEFAULT_CONCURRENCY=10 here: each
+process may hold 40 (10 x prefetch 4), so when ``supervisorctl stop`` sends TERM to every process
+of the pool, the tasks running finish and the prefetched ones go back: all 40 are in the pool's hands.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from tests.support.supervised import Supervisor, clean_env, wait_http_ok
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = 2 + sum(spec.replicas for spec in POOLS.values())  # api + beat + every worker process
 TASKS = 40
-CONCURRENCY = 10  # x prefetch 4: the pool holds all 40 at once
+CONCURRENCY = 10  # a process, x prefetch 4: the pool holds all 40 at once
+PROCESSES = [f"fleet:default-{i}" for i in range(POOLS["default"].replicas)]
 STEP_DELAY = 0.75  # process_data has 4 steps: ~3 s a task
 
 pytestmark = pytest.mark.skipif(
@@ -111,31 +112,34 @@ def test_stopping_a_pool_with_tasks_in_flight_loses_none(fleet: tuple[Supervisor
             for n in range(TASKS)
         ]
         ids = [r.id for r in results]
-        prefetch = CONCURRENCY * POOLS["default"].prefetch_multiplier
+        prefetch = CONCURRENCY * POOLS["default"].prefetch_multiplier * POOLS["default"].replicas
         deadline = time.monotonic() + 60
-        while queue_depth(url, "default")[0] > TASKS - prefetch:  # the worker holds all it may prefetch
+        while queue_depth(url, "default")[0] > max(TASKS - prefetch, 0):  # the pool holds all it may prefetch
             assert time.monotonic() < deadline, queue_depth(url, "default")
             time.sleep(0.1)
-        # Prefetched is not started: TERM lands once every child runs one (PROGRESS from its first step).
+        # Prefetched is not started: TERM lands once a process's worth runs (PROGRESS from the first step).
         while _states(app, ids).get("PROGRESS", 0) < CONCURRENCY:
             assert time.monotonic() < deadline, _states(app, ids)
             time.sleep(0.1)
         in_flight = TASKS - queue_depth(url, "default")[0]
+        running = _states(app, ids).get("PROGRESS", 0)
         stopping = time.monotonic()
-        stop = supervisor.ctl("stop", "fleet:default-0")
+        stop = supervisor.ctl("stop", *PROCESSES)
         figures["stop took (s)"] = round(time.monotonic() - stopping, 1)
-        assert "default-0: stopped" in stop.stdout, stop.stdout + stop.stderr
-        assert "stopped: default-0 (exit status 0)" in supervisor.log(), "TERM, not KILL: " + supervisor.log()[-2000:]
-        # TERM is Celery's soft shutdown (fleet.worker.shutdown): running tasks get the pool's timeout
-        assert "Initiating Soft Shutdown" in supervisor.program_log("default-0")
+        for program in PROCESSES:
+            name = program.removeprefix("fleet:")
+            assert f"{name}: stopped" in stop.stdout, stop.stdout + stop.stderr
+            assert f"stopped: {name} (exit status 0)" in supervisor.log(), "TERM, not KILL: " + supervisor.log()[-2000:]
+        # TERM on a busy worker is Celery's soft shutdown (fleet.worker.term): running tasks get the pool's timeout
+        assert any("Initiating Soft Shutdown" in supervisor.program_log(p.removeprefix("fleet:")) for p in PROCESSES)
         after_stop = _states(app, ids)
         done_in_shutdown = after_stop.get("SUCCESS", 0)
         ready, consumers = queue_depth(url, "default")
         assert consumers == 0
         assert done_in_shutdown + ready == TASKS, f"nothing in limbo: {after_stop}, {ready} back in the queue"
-        assert done_in_shutdown >= CONCURRENCY, "the tasks running at TERM finished"
+        assert done_in_shutdown >= running, "the tasks running at TERM finished"
 
-        assert "default-0: started" in supervisor.ctl("start", "fleet:default-0").stdout
+        assert "default-0: started" in supervisor.ctl("start", *PROCESSES).stdout
         outcomes = {}
         for result in results:
             result.get(timeout=120)
