@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,52 @@ def test_node_names_map_back_to_their_pool() -> None:
     assert pool_of("email@host") == "email"
     assert pool_of("high_priority-1@host") == "high_priority"
     assert pool_of("celery@host") == "celery"
+
+
+RECEIVED_FLUSH = """
+import sys, threading, types
+from pathlib import Path
+from fleet.metrics.setup import prepare_directory
+prepare_directory(Path(sys.argv[1]))
+from fleet.metrics.labels import Labeler
+from fleet.metrics.worker import WorkerMetrics
+metrics = WorkerMetrics("default", ["default"], ["tasks.a"], Labeler(["tasks.a"]))
+def received(name):
+    metrics.on_received(request=types.SimpleNamespace(delivery_info={"routing_key": "default"}, name=name))
+for _ in range(3):
+    received("tasks.a")
+received("tasks.unknown")
+received(["unhashable"])  # a malformed name: written at once
+print(sys.argv[2], flush=True)
+sys.stdin.readline()
+flushers = [threading.Thread(target=metrics.flush_received) for _ in range(4)]
+for thread in flushers:
+    thread.start()
+for thread in flushers:
+    thread.join()
+received("tasks.a")
+metrics.flush_received()
+metrics.flush_received()
+"""
+
+
+def test_messages_received_are_counted_in_memory_and_written_once_by_any_flush(tmp_path: Path) -> None:
+    """``fleet_tasks_received`` is written by the exporter's tick and before every scrape, never twice."""
+    script = subprocess.Popen(
+        [sys.executable, "-c", RECEIVED_FLUSH, str(tmp_path), "counted"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert script.stdout is not None and script.stdin is not None
+    assert script.stdout.readline().strip() == "counted"
+
+    def received(task: str) -> float:
+        return _totals(tmp_path).get(("fleet_tasks_received_total", (("queue", "default"), ("task", task))), 0)
+
+    assert (received("tasks.a"), received(OTHER)) == (0, 1)  # only the malformed one so far
+    script.stdin.write("\n")
+    script.stdin.close()
+    assert script.wait(timeout=30) == 0
+    assert (received("tasks.a"), received(OTHER)) == (4, 2)

@@ -102,6 +102,18 @@ class WorkerCollector:
         yield info
 
 
+class ReceivedFlush:
+    """First in the registry: a scrape sees every message received so far
+    (:meth:`WorkerMetrics.on_received` counts in memory)."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        self.metrics.flush_received()
+        return iter(())
+
+
 class WorkerExporter:
     """Serves ``/metrics`` for one worker and keeps its metrics directory bounded."""
 
@@ -121,7 +133,12 @@ class WorkerExporter:
         self.worker = WorkerCollector(identity, controller, metrics)
         self.queues = QueueCollector(connect_broker, paused)
         self.registry = CollectorRegistry(auto_describe=False)
-        for collector in (archive.ArchivingMultiProcessCollector(directory), self.worker, self.queues):
+        for collector in (
+            ReceivedFlush(metrics),
+            archive.ArchivingMultiProcessCollector(directory),
+            self.worker,
+            self.queues,
+        ):
             self.registry.register(collector)
         self.server: Any = None
 
@@ -146,15 +163,17 @@ class WorkerExporter:
         archive.retire(self.directory, os.getpid())
 
     def tick(self, shutting_down: Callable[[], bool]) -> None:
-        """Main process, from the worker's event loop: heartbeat, retire killed children's files,
-        and keep the pool's exiting children counted."""
+        """Main process, from the worker's event loop: heartbeat, messages received written,
+        retire killed children's files, and keep the pool's exiting children counted."""
         self.worker.last_heartbeat = time.time()
+        self.metrics.flush_received()
         archive.sweep(self.directory, keep={os.getpid()})
         pool = getattr(getattr(self.controller, "pool", None), "_pool", None)  # prefork only
         if pool is not None:
             self.metrics.watch_children(pool, shutting_down)
 
     def close(self) -> None:
+        self.metrics.flush_received()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
