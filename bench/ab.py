@@ -1,4 +1,4 @@
-"""`python -m bench.ab BASE`: this tree's `default` worker against commit BASE's, consuming at the same time.
+"""`python -m bench.ab BASE`: this tree's `default` worker against commit BASE's (or a tree's), consuming at once.
 
 How the per-task cuts in docs/PERFORMANCE.md were measured. BASE is exported
 (``git archive``) to a scratch directory and its workers import fleet from there
@@ -35,14 +35,15 @@ def export(commit: str, into: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("base", help="the commit to compare against")
+    parser.add_argument("base", help="the commit to compare against, or a directory holding a tree")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--tasks", type=int, default=2000, help="per side and round")
     parser.add_argument("--task", default="bench.noop")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fleet-ab-"))
     bench = Bench(sizes=QUICK, work=work)
-    envs = {"new": {}, "base": {"PYTHONPATH": str(export(args.base, work / "base"))}}
+    base = Path(args.base) if Path(args.base).is_dir() else export(args.base, work / "base")
+    envs = {"new": {}, "base": {"PYTHONPATH": str(base)}}
     rates: dict[str, list[float]] = {side: [] for side in SIDES}
     cpu_us: dict[str, list[float]] = {side: [] for side in SIDES}
     with ExitStack() as stack:
