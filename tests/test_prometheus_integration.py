@@ -117,9 +117,9 @@ def test_dashboard_and_rules_evaluate_on_real_data_and_a_killed_worker_shows_its
     time.sleep(3)  # a few more scrapes, so every rate has two points after the work
     up = prometheus.query('up{job="fleet-workers"} == 1')["data"]["result"]
     assert sorted(r["metric"]["pool"] for r in up) == sorted(POOLS)
-    # the threads pool (email) counts like the prefork ones
+    # the threads pools (email, default) count like the prefork ones
     threads = prometheus.query('fleet_worker_info{kind="threads"}')["data"]["result"]
-    assert [r["metric"]["pool"] for r in threads] == ["email"]
+    assert {r["metric"]["pool"] for r in threads} == {name for name, spec in POOLS.items() if spec.pool == "threads"}
     sent = prometheus.query('sum(fleet_tasks_succeeded_total{queue="email"})')["data"]["result"]
     assert float(sent[0]["value"][1]) == EMAILS
 
