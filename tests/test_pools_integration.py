@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from fleet.celery_app import FleetCelery
+from fleet.pools import POOLS
 from routing import queue_for
+from tests.support import procfs
 from tests.support.peers import HTTPPeer
 
 pytestmark = pytest.mark.usefixtures("fleet_workers")
@@ -63,40 +65,14 @@ def test_every_task_runs_on_its_routed_pool_only(celery_app: FleetCelery, http_p
         assert result.worker.startswith(f"{queue}@"), f"{name} ran on {result.worker}, not the {queue} pool"
 
 
-def _nice(stat_path: Path) -> int:
-    """Field 19 of a /proc stat line (split after comm's last ')': field 3 is the first)."""
-    return int(stat_path.read_text().rpartition(") ")[2].split()[16])
-
-
-def _tree(root: int) -> list[int]:
-    """``root`` and every process below it, from the ppid field of /proc/<pid>/stat."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rpartition(") ")[2].split()[1])
-            except (OSError, ValueError):
-                continue
-    tree, frontier = [root], [root]
-    while frontier:
-        frontier = [pid for pid, ppid in parents.items() if ppid in frontier]
-        tree += frontier
-    return tree
-
-
 def test_every_process_and_thread_of_a_pool_runs_at_its_spec_niceness(fleet_workers: dict) -> None:
-    from fleet.pools import POOLS
-
     assert {spec.nice for spec in POOLS.values()} != {0}, "the bulk pools yield the CPU to the latency pools"
     for pool, worker in fleet_workers.items():
-        nice = POOLS[pool].nice
-        processes = _tree(worker.pid)
-        if POOLS[pool].pool == "prefork":
-            assert len(processes) > POOLS[pool].concurrency, f"{pool}: the prefork children are in the tree"
+        spec = POOLS[pool]
+        processes = procfs.tree(worker.pid)
+        if spec.pool == "prefork":
+            assert len(processes) > spec.concurrency, f"{pool}: the prefork children are in the tree"
         for pid in processes:
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                assert _nice(task / "stat") == nice, f"{pool}: thread {task.name} of {pid} not at nice {nice}"
+            assert set(procfs.thread_nices(pid).values()) == {spec.nice}, f"{pool}: process {pid} not at {spec.nice}"
         # each test worker leads its own session, so its autogroup is its own (fleet.worker.niceness)
-        autogroup = Path(f"/proc/{worker.pid}/autogroup")
-        if autogroup.exists():
-            assert int(autogroup.read_text().split()[-1]) == nice, f"{pool}: autogroup not at nice {nice}"
+        assert procfs.autogroup_nice(worker.pid) in (None, spec.nice), f"{pool}: autogroup not at {spec.nice}"
