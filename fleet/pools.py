@@ -26,7 +26,9 @@ ACKS_LATE = True
 MAX_NICE = 19
 #: the bulk pools' niceness: weight 110 against a nice-0 process's 1024, so a latency pool that wakes
 #: up gets a core at once; when it is idle the bulk pools still have all the CPU. Under the 3 x 10k
-#: flood on 2 cores it took high_priority's p99 from 125-234 ms to 11-27 ms (docs/PERFORMANCE.md).
+#: flood on 2 cores (shared, load 4-13) it took high_priority's p99 from 125-270 ms to 11-46 ms in five
+#: of six interleaved pairs (118 ms against 152 in the sixth); nice 19 measured level with 10
+#: (docs/PERFORMANCE.md), and 10 leaves the bulk pools more weight against RabbitMQ and the API.
 BULK_NICE = 10
 
 
