@@ -51,6 +51,9 @@ def worker(pool: str, index: int | None, pool_kind: str | None, **flags: str | N
     except PoolError as exc:
         raise click.ClickException(str(exc)) from None
     node = node_name(spec, index)
+    from fleet.worker import niceness
+
+    niceness.apply(spec.nice)  # before any thread or child: they inherit it
     if settings.metrics_enabled:
         metrics.launch(settings, spec, node, index)  # before anything imports prometheus_client
     from fleet.celery_app import create_celery

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from fleet.celery_app import FleetCelery
+from fleet.pools import POOLS
 from routing import queue_for
+from tests.support import procfs
 from tests.support.peers import HTTPPeer
 
 pytestmark = pytest.mark.usefixtures("fleet_workers")
@@ -61,3 +63,16 @@ def test_every_task_runs_on_its_routed_pool_only(celery_app: FleetCelery, http_p
         assert result.state == "SUCCESS", name
         assert result.queue == queue, f"{name} was delivered from {result.queue}, routed to {queue}"
         assert result.worker.startswith(f"{queue}@"), f"{name} ran on {result.worker}, not the {queue} pool"
+
+
+def test_every_process_and_thread_of_a_pool_runs_at_its_spec_niceness(fleet_workers: dict) -> None:
+    assert {spec.nice for spec in POOLS.values()} != {0}, "the bulk pools yield the CPU to the latency pools"
+    for pool, worker in fleet_workers.items():
+        spec = POOLS[pool]
+        processes = procfs.tree(worker.pid)
+        if spec.pool == "prefork":
+            assert len(processes) > spec.concurrency, f"{pool}: the prefork children are in the tree"
+        for pid in processes:
+            assert set(procfs.thread_nices(pid).values()) == {spec.nice}, f"{pool}: process {pid} not at {spec.nice}"
+        # each test worker leads its own session, so its autogroup is its own (fleet.worker.niceness)
+        assert procfs.autogroup_nice(worker.pid) in (None, spec.nice), f"{pool}: autogroup not at {spec.nice}"

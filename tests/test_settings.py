@@ -49,6 +49,16 @@ def test_pool_overrides_from_env_then_flags() -> None:
         resolve_pool("nope", settings)
 
 
+def test_nice_overrides_keep_zero_and_stay_in_linux_range() -> None:
+    settings = load_settings({"FLEET_POOL_DEFAULT_NICE": "0", "FLEET_POOL_EMAIL_NICE": "19"})
+    assert POOLS["default"].nice > 0, "the bulk pools yield to high_priority by default"
+    assert resolve_pool("default", settings).nice == 0, "0 is a niceness, not 'off'"
+    assert resolve_pool("email", settings).nice == 19
+    for bad in ("20", "-5"):
+        with pytest.raises(PoolError, match="nice"):
+            resolve_pool("reports", settings, {"nice": bad})
+
+
 def test_hard_time_limit_must_stay_below_the_consumer_timeout() -> None:
     settings = load_settings({"FLEET_BROKER_CONSUMER_TIMEOUT": "60"})
     with pytest.raises(PoolError, match="consumer_timeout"):

@@ -21,6 +21,7 @@ from fleet.testing.broker import Vhost, queue_depth
 from fleet.testing.ports import free_port, free_port_block
 from fleet.worker.health import NodeFiles, health_dir
 from queues import dlq_name
+from tests.support import procfs
 from tests.support.apps import app_for
 from tests.support.supervised import Supervisor, clean_env, wait_http_ok
 
@@ -90,6 +91,14 @@ def test_every_program_reaches_running(fleet: tuple[Supervisor, dict[str, str], 
         for i in range(spec.replicas):
             log = supervisor.program_log(f"{spec.name}-{i}")
             assert f"{spec.name}-{i}@{socket.gethostname()} ready." in log, "a unique node name per process"
+    # supervisord's programs share its session (one autogroup): each worker's own niceness orders them,
+    # and none may renice the shared autogroup, which would renice high_priority with it
+    for spec in POOLS.values():
+        for i in range(spec.replicas):
+            pid = int(supervisor.ctl("pid", f"fleet:{spec.name}-{i}").stdout)
+            for process in procfs.tree(pid):
+                assert set(procfs.thread_nices(process).values()) == {spec.nice}, f"{spec.name}-{i}: {process}"
+            assert procfs.autogroup_nice(pid) in (None, 0), "the fleet's shared autogroup keeps nice 0"
     assert "beat: Starting..." in supervisor.program_log("beat-0")
     assert "CRIT" not in supervisor.log(), "a quiet start: user stated, socket authenticated"
 

@@ -1,7 +1,8 @@
 """priority_under_flood: how long a high_priority task waits while every other queue is flooded.
 
 `email`, `reports` and `default` each hold a backlog of no-ops and their pools
-(production specs) chew through it on the same two cores, while high_priority
+(production specs, every replica, started as the rendered deploy starts them, each with the
+niceness of its spec) chew through it on the same two cores, while high_priority
 tasks are sent one by one, as a client would (confirmed ``apply_async``), every
 10 ms. The figure is enqueue-to-start: from just before the publish to the
 moment the task body starts.
@@ -15,6 +16,7 @@ from typing import Any
 from bench.harness import Bench, percentile, say
 from bench.probe import Probe, Run
 from bench.scenarios.fleet import fleet_app, fleet_publisher
+from fleet.pools import get_pool
 from fleet.testing.broker import queue_depth
 
 FLOODED = ("email", "reports", "default")
@@ -33,7 +35,12 @@ def run(bench: Bench) -> dict[str, Any]:
             for queue in FLOODED:
                 fleet_publisher(app, queue=queue)(sizes.flood)
             say(f"priority_under_flood: {sizes.flood:,} no-ops waiting in each of {', '.join(FLOODED)}")
-            workers = [bench.start(f"flood-{pool}", ["fleet", "worker", pool], env) for pool in POOLS]
+            # As the rendered deploy runs them: every replica, `fleet worker <pool> --index i` (numprocs).
+            workers = [
+                bench.start(f"flood-{pool}-{index}", ["fleet", "worker", pool, "--index", str(index)], env)
+                for pool in POOLS
+                for index in range(get_pool(pool).replicas)
+            ]
             for worker in workers:
                 worker.wait_for_log(" ready.", timeout=120)
             # Warm-up: the pools' start-up burst (forking children, first prefetch) is not the flood.

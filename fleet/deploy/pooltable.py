@@ -13,7 +13,7 @@ from fleet.pools import POOLS, PoolSpec
 
 START = "<!-- pools:table:start (written by `fleet pools --write-readme` from fleet/pools.py; do not edit) -->"
 END = "<!-- pools:table:end -->"
-HEADER = ("pool", "kind", "concurrency", "prefetch", "soft / hard limit", "child recycled", "replicas", "why")
+HEADER = ("pool", "kind", "concurrency", "prefetch", "soft / hard limit", "child recycled", "replicas", "nice", "why")
 
 
 def limits(spec: PoolSpec) -> str:
@@ -40,6 +40,7 @@ def rows() -> list[tuple[str, ...]]:
             limits(spec),
             recycling(spec),
             str(spec.replicas),
+            str(spec.nice),
             spec.rationale,
         )
         for spec in POOLS.values()
