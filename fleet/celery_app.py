@@ -7,7 +7,6 @@ Nothing here runs at import time.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Container
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from fleet.failover import RECONNECT
 from fleet.pools import ACKS_LATE
 from fleet.schedule import beat_schedule
 from fleet.settings import Settings, load_settings
+from fleet.sqlstore import ensure_wal, sqlite_connect_args
 from fleet.tasks import TASK_MODULES
 from fleet.worker.topology import DeclareTopology
 from queues import DEFAULT_QUEUE, TASK_EXCHANGE, work_queues
@@ -132,7 +132,7 @@ def celery_config(settings: Settings, registered: Callable[[], Container[str]]) 
         "result_backend": settings.results_url,
         "result_expires": settings.result_expires,
         "result_extended": True,
-        "database_engine_options": {"connect_args": {"timeout": 30}} if _is_sqlite(settings) else {},
+        "database_engine_options": {"connect_args": sqlite_connect_args(30)} if _is_sqlite(settings) else {},
         # Events cost throughput; Flower users switch them on with FLEET_TASK_EVENTS=1.
         "worker_send_task_events": settings.task_events,
         # task-sent events come from fleet.sent_events for every publish path (off here, or send_task's twice)
@@ -197,5 +197,4 @@ def prepare_var_dir(settings: Settings) -> None:
         directory.mkdir(parents=True, exist_ok=True)
     if _is_sqlite(settings):
         path = settings.results_url.removeprefix("db+sqlite:///")
-        with sqlite3.connect(path, timeout=30) as connection:
-            connection.execute("PRAGMA journal_mode=WAL")
+        ensure_wal(path)
