@@ -18,7 +18,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, make_url
+from sqlalchemy import Engine, Insert, MetaData, Table, create_engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 
@@ -54,6 +54,16 @@ def ensure_wal(path: str, timeout: float = 30) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def insert_or_ignore(engine: Engine, table: Table) -> Insert:
+    """``INSERT ... ON CONFLICT DO NOTHING`` on ``table``'s primary key, in ``engine``'s dialect
+    (PostgreSQL or SQLite): a row that is already there is the answer, not an error."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing(index_elements=list(table.primary_key.columns))
 
 
 def create_tables(engine: Engine, metadata: MetaData) -> None:

@@ -30,7 +30,7 @@ from sqlalchemy import Column, Engine, Float, MetaData, String, Table, delete, s
 
 from fleet.api.schemas import TASK_ID_MAX
 from fleet.settings import Settings
-from fleet.sqlstore import ProcessEngine
+from fleet.sqlstore import ProcessEngine, insert_or_ignore
 
 logger = logging.getLogger("fleet.api")
 TABLE = "fleet_accepted_tasks"
@@ -77,7 +77,7 @@ class SQLAcceptedIds:
             return
         rows = [{"task_id": task_id, "expires_at": expires} for task_id in task_ids]
         with engine.begin() as connection:
-            connection.execute(self._insert(engine.dialect.name), rows)
+            connection.execute(insert_or_ignore(engine, self.table), rows)
             if self._sweep_due(len(rows)):
                 connection.execute(delete(self.table).where(self.table.c.expires_at < time.time()))
 
@@ -106,13 +106,6 @@ class SQLAcceptedIds:
         return True
 
     @functools.cache  # noqa: B019 - one statement per store and dialect, for the store's lifetime
-    def _insert(self, dialect: str) -> Any:
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        return insert(self.table).on_conflict_do_nothing(index_elements=["task_id"])
-
     def known(self, task_id: str) -> bool:
         query = select(self.table.c.task_id).where(
             self.table.c.task_id == task_id, self.table.c.expires_at >= time.time()

@@ -36,7 +36,7 @@ from sqlalchemy import update as sql_update
 from fleet.api.schemas import IDEMPOTENCY_KEY_MAX
 from fleet.messages import derived_ids
 from fleet.settings import Settings
-from fleet.sqlstore import ProcessEngine
+from fleet.sqlstore import ProcessEngine, insert_or_ignore
 
 TABLE = "fleet_idempotency"
 REDIS_PREFIX = "fleet-idempotency:"
@@ -103,21 +103,13 @@ class SQLStore:
     def engine(self) -> Engine:
         return self._engine()
 
-    def _insert(self, values: dict[str, Any]) -> Any:
-        if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        return insert(self.table).values(**values).on_conflict_do_nothing(index_elements=["key"])
-
     def reserve(self, key: str, fingerprint: str) -> Record | None:
         now = time.time()
         table = self.table
         with self.engine.begin() as connection:
             connection.execute(delete(table).where(table.c.key == key, table.c.expires_at < now))
-            inserted = connection.execute(
-                self._insert({"key": key, "fingerprint": fingerprint, "expires_at": now + self.lease})
-            )
+            lease = {"key": key, "fingerprint": fingerprint, "expires_at": now + self.lease}
+            inserted = connection.execute(insert_or_ignore(self.engine, self.table).values(**lease))
             if inserted.rowcount == 1:
                 return None
             row = connection.execute(

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from sqlalchemy import Column, Engine, Float, MetaData, String, Table, delete, select
 
 from fleet.settings import Settings
-from fleet.sqlstore import ProcessEngine
+from fleet.sqlstore import ProcessEngine, insert_or_ignore
 
 TABLE = "fleet_paused_queues"
 REDIS_KEY = "fleet-paused-queues"
@@ -68,13 +68,9 @@ class SQLPauses:
         return {row.queue: Pause(row.queue, row.paused_by, row.paused_at) for row in rows}
 
     def pause(self, queue: str, by: str) -> None:
-        if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
         row = {"queue": queue, "paused_by": by, "paused_at": time.time()}
         with self.engine.begin() as connection:
-            connection.execute(insert(self.table).values(**row).on_conflict_do_nothing(index_elements=["queue"]))
+            connection.execute(insert_or_ignore(self.engine, self.table).values(**row))
 
     def resume(self, queue: str) -> bool:
         with self.engine.begin() as connection:

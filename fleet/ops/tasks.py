@@ -13,8 +13,10 @@ from typing import Any
 
 from celery import states
 
+from fleet.progress import PROGRESS
+
 #: states an operator may filter on
-STATES = (states.PENDING, states.STARTED, "PROGRESS", states.RETRY, states.SUCCESS, states.FAILURE, states.REVOKED)
+STATES = (states.PENDING, states.STARTED, PROGRESS, states.RETRY, states.SUCCESS, states.FAILURE, states.REVOKED)
 
 
 class NoTaskQuery(Exception):
@@ -77,7 +79,7 @@ def recent(
         rows = query.order_by(TaskExtended.date_done.desc()).offset(offset).limit(limit).all()
         items = []
         for row in rows:
-            running = row.status in (states.STARTED, "PROGRESS")
+            running = row.status in (states.STARTED, PROGRESS)
             items.append(
                 {
                     "task_id": row.task_id,
