@@ -23,6 +23,7 @@ from fleet.testing.processes import FleetProcess
 from tests.conftest import OPERATE, READ
 from tests.support.api import ApiServer
 from tests.support.peers import HTTPPeer
+from tests.support.results import succeeded
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
@@ -100,7 +101,7 @@ def test_operate_in_the_browser(
     row.locator("button.replay").click()
     expect(page.locator(".banner.notice")).to_contain_text("replay: 1 dead letter(s) of default")
     expect(row).to_have_count(0)
-    assert flaky.get(timeout=60)["status_code"] == 200, "replayed from the page, it completes"
+    assert succeeded(private_app, flaky.id)["status_code"] == 200, "replayed from the page, it completes"
 
     page.click("header nav >> text=Queues")
     default_row = page.locator('#queues tr[data-queue="default"]')

@@ -12,6 +12,7 @@ from fleet.celery_app import FleetCelery
 from fleet.testing.broker import queue_depth
 from fleet.testing.processes import FLEET, start_worker
 from tests.support.peers import HTTPPeer
+from tests.support.results import succeeded
 
 
 def _fleet(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -74,7 +75,7 @@ def test_list_shows_the_exception_and_replay_gives_a_fresh_retry_budget(
         replayed = _fleet(private_env, "replay", "default")
         assert replayed.returncode == 0 and "replayed 1 message" in replayed.stdout
         assert "retry count reset" in replayed.stdout
-        assert result.get(timeout=60)["status_code"] == 200, "retried after the replay, not dead again"
+        assert succeeded(private_app, result.id)["status_code"] == 200, "retried after the replay, not dead again"
         assert len(http_peer.hits_for("/dlq-budget")) == attempts + 2
         assert queue_depth(url, "default.dlq")[0] == 0
     finally:

@@ -22,6 +22,7 @@ from fleet.testing.processes import FLEET, FleetProcess, start_worker
 from tests.conftest import ENQUEUE, OPERATE, READ
 from tests.support.api import ApiServer
 from tests.support.peers import HTTPPeer
+from tests.support.results import succeeded
 
 
 def auth(token: str) -> dict[str, str]:
@@ -72,9 +73,7 @@ def test_dead_letters_listed_with_their_exception_replayed_and_deleted(
 
     replayed = requests.post(replay_url, json={"task_ids": [flaky.id]}, headers=auth(OPERATE), timeout=30)
     assert replayed.status_code == 200 and replayed.json() == {"queue": "default", "replayed": 1}, replayed.text
-    # the FAILURE row stays until the replayed run stores its outcome: wait for that, not the first ready state
-    wait_until(lambda: private_app.AsyncResult(flaky.id).state == "SUCCESS", "the replayed task completes")
-    assert private_app.AsyncResult(flaky.id).result["status_code"] == 200
+    assert succeeded(private_app, flaky.id)["status_code"] == 200, "the replayed task completes"
     assert "replay by token 'ops'" in ops_api.process.log(), "the action is logged with the token's name"
 
     gone = requests.delete(ops_api.url(f"/api/ops/dead-letters/default/{broken.id}"), headers=auth(OPERATE), timeout=30)
