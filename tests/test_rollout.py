@@ -14,6 +14,7 @@ from fleet.deploy.supervisor import stop_wait
 from fleet.pools import PoolError, get_pool, with_overrides
 from fleet.publish import publish_many
 from fleet.settings import load_settings
+from fleet.testing.broker import queue_depth
 from fleet.testing.processes import start_worker
 from fleet.worker.run import resolve_pool
 from tests.support.ledger import Ledger
@@ -64,3 +65,32 @@ def test_a_soft_shutdown_as_long_as_the_hard_limit_is_refused() -> None:
         with_overrides(spec, {"soft_shutdown_timeout": str(spec.time_limit)}).check(consumer_timeout=1800)
     with pytest.raises(PoolError, match="above 0"):
         with_overrides(spec, {"soft_shutdown_timeout": "0"})
+
+
+#: long enough that a stop which slept it out would show, far below `default`'s 120 s time limit
+LONG_SOFT_SHUTDOWN_S = 60
+
+
+def test_term_on_a_threaded_pool_stops_once_its_tasks_are_done_not_after_the_whole_soft_shutdown(
+    private_env: dict[str, str], private_app: FleetCelery, ledger: Ledger, log_dir: Path
+) -> None:
+    env = {**private_env, "FLEET_POOL_DEFAULT_SOFT_SHUTDOWN_TIMEOUT": str(LONG_SOFT_SHUTDOWN_S)}
+    spec = resolve_pool("default", load_settings(env))
+    assert spec.pool == "threads"
+    worker = start_worker("default", env, log_dir)
+    running = publish_many(private_app, [("tests.record", (ledger.key, 4.0), {})] * spec.concurrency)
+    deadline = time.monotonic() + 60
+    while sum(len(tasks) for tasks in (private_app.control.inspect(timeout=1).active() or {}).values()) < len(running):
+        assert time.monotonic() < deadline, f"the tasks never ran:\n{worker.log()[-3000:]}"
+
+    asked = time.monotonic()
+    worker.proc.send_signal(signal.SIGTERM)
+    code = worker.proc.wait(LONG_SOFT_SHUTDOWN_S + 30)
+    stopped_in = time.monotonic() - asked
+    tally = ledger.tally(set(running))
+    print(f"threaded stop: TERM -> exit {code} in {stopped_in:.1f} s (soft shutdown {LONG_SOFT_SHUTDOWN_S} s); {tally}")
+    assert "Soft Shutdown" in worker.log(), worker.log()[-3000:]
+    assert code == 0, worker.log()[-3000:]
+    assert stopped_in < LONG_SOFT_SHUTDOWN_S / 2, "the stop ended with the tasks, not with the soft shutdown's timeout"
+    assert not tally.lost and not tally.duplicated and not tally.unexpected, tally
+    assert queue_depth(private_app.conf.broker_url, "default") == (0, 0), "the finished tasks were acked"

@@ -6,15 +6,27 @@ socket the interrupted main loop may be reading. An idle worker gains nothing fr
 nothing to wait for) and, now and then, a stop became an "Unrecoverable error" and exit code 1.
 So an idle worker takes Celery's warm path, which only sets a flag; a busy one keeps the soft
 shutdown that bounds a rollout.
+
+Celery's soft shutdown sleeps its whole timeout, even when the tasks are done in a second. A
+threaded pool settles its tasks in their own threads while the main thread waits, so fleet's
+wait ends as soon as none is left (a prefork pool's results come through the main loop the
+handler interrupted, so there it still lasts the timeout).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from types import FrameType
 
 from celery import platforms
 from celery.apps.worker import Worker, _shutdown_handler
 from celery.worker import state
+
+logger = logging.getLogger(__name__)
+
+#: how often the soft shutdown looks whether the running tasks are done
+POLL_S = 0.1
 
 
 class FleetWorker(Worker):
@@ -30,3 +42,14 @@ class FleetWorker(Worker):
             (busy if state.active_requests else idle)(signum, frame)
 
         platforms.signals["SIGTERM"] = on_term
+
+    def wait_for_soft_shutdown(self) -> None:
+        """Celery's soft shutdown, ended early once no task is running (threaded pools)."""
+        timeout = self.app.conf.worker_soft_shutdown_timeout
+        if not (timeout > 0 and state.active_requests):
+            return super().wait_for_soft_shutdown()
+        logger.warning("Initiating Soft Shutdown, terminating in at most %s seconds", timeout)
+        deadline = time.monotonic() + timeout
+        while state.active_requests and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+        return None
