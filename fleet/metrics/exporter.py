@@ -23,6 +23,7 @@ from prometheus_client.core import GaugeMetricFamily
 from fleet.metrics import archive
 from fleet.metrics.queues import QueueCollector
 from fleet.metrics.worker import WorkerMetrics
+from fleet.worker.held import snapshot
 
 logger = logging.getLogger("fleet.metrics")
 
@@ -33,16 +34,6 @@ class WorkerIdentity:
     kind: str
     queues: tuple[str, ...]
     version: str
-
-
-def _snapshot(requests: set[Any]) -> list[Any]:
-    """A copy of one of Celery's request sets, which the main thread changes under us."""
-    for _ in range(10):
-        try:
-            return list(requests)
-        except RuntimeError:  # changed size during iteration
-            continue
-    return []
 
 
 class WorkerCollector:
@@ -56,9 +47,9 @@ class WorkerCollector:
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         pool, queues = self.identity.pool, self.identity.queues
-        active = _snapshot(state.active_requests)
+        active = snapshot(state.active_requests)
         running = set(active)
-        reserved = [r for r in _snapshot(state.reserved_requests) if r not in running]
+        reserved = [r for r in snapshot(state.reserved_requests) if r not in running]
 
         def per_queue(name: str, doc: str, requests: list[Any]) -> GaugeMetricFamily:
             family = GaugeMetricFamily(name, doc, labels=["pool", "queue"])

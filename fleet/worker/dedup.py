@@ -44,9 +44,9 @@ import logging
 from typing import Any
 
 from celery import states
-from celery.worker import state as worker_state
 
 from fleet.republish import REPLAY_HEADER
+from fleet.worker.held import held_requests
 
 logger = logging.getLogger("fleet.dedup")
 
@@ -60,9 +60,9 @@ def _attempt(request: Any) -> int:
 
 def held_copy(request: Any) -> Any | None:
     """Another delivery of the same id and attempt this worker holds (waiting, reserved or running)."""
-    held = (*worker_state.active_requests, *worker_state.reserved_requests, *worker_state.scheduled_requests)
     attempt = _attempt(request)
-    return next((r for r in held if r is not request and r.id == request.id and _attempt(r) == attempt), None)
+    same = (r for r in held_requests() if r is not request and r.id == request.id and _attempt(r) == attempt)
+    return next(same, None)
 
 
 def duplicate_of(request: Any, threaded: bool = False) -> str | None:

@@ -35,6 +35,8 @@ from celery.concurrency.thread import TaskPool
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.worker import state as worker_state
 
+from fleet.worker.held import snapshot
+
 logger = logging.getLogger("fleet.limits")
 
 #: exit code of a process replaced because a task passed its hard time limit
@@ -151,7 +153,7 @@ class ThreadLimits:
     @staticmethod
     def _request(task_id: str) -> Any:
         """The worker's Request for ``task_id`` (None if it is no longer active)."""
-        return next((r for r in tuple(worker_state.active_requests) if r.id == task_id), None)
+        return next((r for r in snapshot(worker_state.active_requests) if r.id == task_id), None)
 
     def _on_timeout(self, entry: _Running, soft: bool) -> None:
         """Tell the task's Request (the log line, the metric)."""
