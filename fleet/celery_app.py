@@ -63,6 +63,18 @@ class FleetCelery(Celery):
         self.fleet_settings = settings
         super().__init__("fleet", task_cls=FlaskTask, **kwargs)
 
+    def _get_backend(self) -> Any:
+        """Celery's backend for ``result_backend``, the database one pooled per process (fleet.results)."""
+        from celery.app import backends
+        from celery.backends.database import DatabaseBackend
+
+        from fleet.results import PooledDatabaseBackend
+
+        backend, url = backends.by_url(self.backend_cls or self.conf.result_backend, self.loader)
+        if backend is DatabaseBackend:
+            backend = PooledDatabaseBackend
+        return backend(app=self, url=url)
+
     @cached_property
     def Worker(self) -> type:  # noqa: N802 - Celery's name
         """Celery's worker with fleet's TERM (fleet.worker.term)."""
