@@ -131,3 +131,16 @@ def _template(rule: str) -> str:
             part = "{" + part[1:-1].split(":")[-1] + "}"
         parts.append(part)
     return "/".join(parts)
+
+
+def test_argument_check_is_per_call_shape(api: PureApi) -> None:
+    """The signature check is cached per (task, positional count, keyword names): a shape that
+    fitted once must not let a different shape through, and a misfit stays a 422 when repeated."""
+    for _ in range(2):
+        assert_error(
+            api.post("/api/tasks", {"task": "tasks.send_email", "args": ["x"]}), 422, "validation_error", "args"
+        )
+        bad_kw = {"task": "tasks.fetch_data", "args": [1], "kwargs": {"nope": 1}}
+        assert_error(api.post("/api/tasks", bad_kw), 422, "validation_error", "args")
+        too_many = {"task": "tasks.fetch_data", "args": [1, 2, 3, 4, 5, 6, 7, 8]}
+        assert_error(api.post("/api/tasks", too_many), 422, "validation_error", "args")
