@@ -172,6 +172,7 @@ class _Stream:
         self.lowest = 1  # every tag below this is answered
         self.waiting: dict[int, Pending] = {}
         self.returned: set[str] = set()
+        self.nacked = False  # RabbitMQ refused a message on this channel
 
     def send(self, batch: list[Pending]) -> None:
         """Write ``batch`` and collect its acks; on a connection an idle spell killed, once more on a fresh one."""
@@ -179,6 +180,12 @@ class _Stream:
             reused = self.connection is not None
             try:
                 self._round(batch)
+                if self.nacked:
+                    # A channel that published to a quorum queue whose leader died can keep refusing
+                    # every message (its queue client waits for answers the dead leader never sends);
+                    # a fresh channel publishes to the new leader.
+                    logger.warning("RabbitMQ refused a message on a confirm stream; opening a fresh connection")
+                    self.drop()
                 return
             except Exception as exc:  # noqa: BLE001 - nack/timeouts are handled inside; this is the connection
                 self.drop()
@@ -232,7 +239,7 @@ class _Stream:
         self.channel.events["basic_ack"].add(self._on_ack)
         self.channel.events["basic_nack"].add(self._on_nack)
         self.channel.events["basic_return"].add(self._on_return)
-        self.sent, self.lowest = 0, 1
+        self.sent, self.lowest, self.nacked = 0, 1, False
         self.waiting = {}
         self.returned = set()
 
@@ -263,6 +270,7 @@ class _Stream:
                     entry.answer(ACKED)
 
     def _on_nack(self, tag: int, multiple: bool) -> None:
+        self.nacked = True
         with self.cond:
             for entry in self._answered(tag, multiple):
                 entry.answer(NOT_QUEUED, "RabbitMQ refused the message (nack)")
