@@ -61,6 +61,19 @@ def test_soft_limit_raises_in_the_task_thread_then_dead_letters_or_retries_as_co
     assert f"Soft time limit (1s) exceeded for tests.spin[{soft.id}]" in worker.log()
 
 
+def test_a_task_run_eagerly_inside_a_task_leaves_the_outer_soft_limit_in_force(
+    private_env: dict[str, str], private_app: FleetCelery, log_dir: Path
+) -> None:
+    worker = start_worker("default", private_env, log_dir, *THREADS)
+    try:
+        outer = private_app.send_task("tests.spin_after_eager", (20,), soft_time_limit=1, time_limit=30)
+        # The inner run's end used to clear the outer task's limits: it then spun its whole 20 s.
+        with pytest.raises(SoftTimeLimitExceeded):
+            outer.get(timeout=15)
+    finally:
+        worker.stop()
+
+
 def test_hard_limit_replaces_the_process_dead_letters_the_task_and_redelivers_the_others(
     private_env: dict[str, str], private_app: FleetCelery, ledger: Ledger, log_dir: Path
 ) -> None:

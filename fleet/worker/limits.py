@@ -103,13 +103,17 @@ class ThreadLimits:
         self._thread.start()
 
     def on_prerun(self, sender: Any = None, task_id: str | None = None, **_: Any) -> None:
+        if sender.request.is_eager:  # apply() inside a task: it runs within the outer task's limits
+            return
         soft, hard = _limits(sender, self.soft_limit, self.hard_limit)
         now = time.monotonic()
         entry = _Running(task_id or "?", soft and now + soft, hard and now + hard, soft, hard)
         with self._lock:
             self._running[threading.get_ident()] = entry
 
-    def on_postrun(self, **_: Any) -> None:
+    def on_postrun(self, sender: Any = None, **_: Any) -> None:
+        if sender.request.is_eager:  # the outer task is still running, under its own limits
+            return
         with self._lock:
             self._running.pop(threading.get_ident(), None)
         if not self.max_memory_kb or self._recycling:

@@ -53,6 +53,14 @@ def spin(seconds: float) -> float:
     return seconds
 
 
+@shared_task(name="tests.spin_after_eager")
+def spin_after_eager(seconds: float) -> float:
+    """Run another task eagerly first (``apply()``: a trace of its own, with its own prerun and
+    postrun), then overrun the soft limit."""
+    sleep.apply((0.01,))
+    return spin(seconds)
+
+
 @shared_task(name="tests.stubborn")
 def stubborn(seconds: float) -> float:
     """Ignore the soft time limit (as code stuck in C would), so only the hard limit stops it."""
