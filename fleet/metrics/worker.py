@@ -5,8 +5,8 @@ metrics directory set, see :mod:`fleet.metrics.setup`), never at import, and
 each hook records one event. Hooks run where Celery sends the signal:
 ``task_received``/``task_revoked``/``task_rejected``, the Request's time-limit and
 lost-worker hooks and the pool's ``on_process_down`` in the worker's main process,
-``task_prerun``/``postrun``/``retry``/``failure`` in the pool child (or
-thread) running the task; with prefork each process writes its own file and the
+the run hooks (:mod:`fleet.worker.taskrun`) and ``task_retry``/``failure`` in the
+pool child (or thread) running the task; with prefork each process writes its own file and the
 exporter merges them.
 """
 
@@ -25,6 +25,7 @@ from fleet.metrics.labels import OTHER, Labeler
 from fleet.metrics.setup import MetricsSetupError
 from fleet.metrics.stamp import PUBLISHED_AT_HEADER
 from fleet.settings import MULTIPROC_ENV
+from fleet.worker import taskrun
 from fleet.worker.protocol import REASONS as REJECT_REASONS
 
 TASK = ("queue", "task")
@@ -209,8 +210,9 @@ class WorkerMetrics:
                     self.received, (self.labeler.queue({"routing_key": routing_key}), self.labeler.task(name))
                 ).inc(delta)
 
-    def on_prerun(self, task_id: str | None = None, task: Any = None, **_: Any) -> None:
-        request = task.request
+    # The run itself, in the thread running it (fleet.worker.taskrun)
+
+    def run_started(self, task: Any, request: Any, task_id: str) -> None:
         series = self._task_series(request, task.name)
         series.started.inc()
         series.in_progress.inc()
@@ -219,14 +221,14 @@ class WorkerMetrics:
         if isinstance(published_at, int | float) and not request.eta:
             series.queue_wait.observe(max(0.0, time.time() - published_at))
 
-    def on_postrun(self, task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:
+    def run_ended(self, task: Any, request: Any, task_id: str, state: str | None) -> None:
         """The run's end: in progress down, runtime observed, and a success counted here rather
         than from ``task_success`` (Celery sends that just before, for exactly the runs that end
-        in SUCCESS): one signal receiver fewer per task."""
+        in SUCCESS)."""
         started = self._started.pop(task_id, None)
         if started is None and state != states.SUCCESS:
             return
-        series = self._task_series(task.request, task.name)
+        series = self._task_series(request, task.name)
         if state == states.SUCCESS:
             series.succeeded.inc()
         if started is not None:
@@ -294,11 +296,10 @@ class WorkerMetrics:
         pool.on_process_down = counted
 
     def connect(self) -> None:
-        """Connect the signal hooks (in the worker's main process, before the pool forks)."""
+        """Connect the signal hooks and the run hooks (in the worker's main process, before the pool forks)."""
+        taskrun.register("metrics", self.run_started, self.run_ended)
         for signal, receiver in (
             (signals.task_received, self.on_received),
-            (signals.task_prerun, self.on_prerun),
-            (signals.task_postrun, self.on_postrun),
             (signals.task_retry, self.on_retry),
             (signals.task_failure, self.on_failure),
             (signals.task_rejected, self.on_rejected),

@@ -30,11 +30,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from billiard.einfo import ExceptionInfo
-from celery import concurrency, signals
+from celery import concurrency
 from celery.concurrency.thread import TaskPool
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.worker import state as worker_state
 
+from fleet.worker import taskrun
 from fleet.worker.held import snapshot
 
 logger = logging.getLogger("fleet.limits")
@@ -78,9 +79,11 @@ class _Running:
     hard_limit: float | None
 
 
-def _limits(task: Any, soft_default: float | None, hard_default: float | None) -> tuple[float | None, float | None]:
+def _limits(
+    task: Any, request: Any, soft_default: float | None, hard_default: float | None
+) -> tuple[float | None, float | None]:
     """(soft, hard) for the running task: the message's ``timelimit``, else the task's, else the pool's."""
-    hard, soft = task.request.timelimit or (None, None)
+    hard, soft = request.timelimit or (None, None)
     soft = soft or task.soft_time_limit or soft_default
     hard = hard or task.time_limit or hard_default
     return soft, hard
@@ -102,17 +105,19 @@ class ThreadLimits:
     def start(self) -> None:
         self._thread.start()
 
-    def on_prerun(self, sender: Any = None, task_id: str | None = None, **_: Any) -> None:
-        if sender.request.is_eager:  # apply() inside a task: it runs within the outer task's limits
+    def run_started(self, task: Any, request: Any, task_id: str) -> None:
+        """A run starts in this thread: its limits from now (fleet.worker.taskrun)."""
+        if request.is_eager:  # apply() inside a task: it runs within the outer task's limits
             return
-        soft, hard = _limits(sender, self.soft_limit, self.hard_limit)
+        soft, hard = _limits(task, request, self.soft_limit, self.hard_limit)
         now = time.monotonic()
-        entry = _Running(task_id or "?", soft and now + soft, hard and now + hard, soft, hard)
+        entry = _Running(task_id, soft and now + soft, hard and now + hard, soft, hard)
         with self._lock:
             self._running[threading.get_ident()] = entry
 
-    def on_postrun(self, sender: Any = None, **_: Any) -> None:
-        if sender.request.is_eager:  # the outer task is still running, under its own limits
+    def run_ended(self, task: Any, request: Any, task_id: str, state: str | None) -> None:
+        """The run in this thread ended: no limit fires for it; maybe recycle for memory."""
+        if request.is_eager:  # the outer task is still running, under its own limits
             return
         with self._lock:
             self._running.pop(threading.get_ident(), None)
@@ -228,8 +233,7 @@ def install(soft_limit: float | None, hard_limit: float | None, max_memory_kb: i
     """Enforce the pool's limits in this (threaded) worker process; call once, before it consumes."""
     concurrency.ALIASES["threads"] = f"{__name__}:ThreadPool"  # what --pool=threads loads in this process
     limits = ThreadLimits(soft_limit, hard_limit, max_memory_kb)
-    signals.task_prerun.connect(limits.on_prerun, dispatch_uid="fleet.limits.prerun", weak=False)
-    signals.task_postrun.connect(limits.on_postrun, dispatch_uid="fleet.limits.postrun", weak=False)
+    taskrun.register("limits", limits.run_started, limits.run_ended)
     limits.start()
     _installed.append(limits)
     return limits

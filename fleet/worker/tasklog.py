@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import signals
+from celery import signals, states
 from celery.utils.saferepr import saferepr
+
+from fleet.worker import taskrun
 
 logger = logging.getLogger("fleet.tasks")
 
@@ -17,9 +19,11 @@ def _queue(request: Any) -> str:
     return delivery_info.get("routing_key") or "?"
 
 
-def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
-    request = sender.request
-    logger.info("task succeeded: name=%s id=%s queue=%s", sender.name, request.id, _queue(request))
+def on_ended(task: Any, request: Any, task_id: str, state: str | None) -> None:
+    """The success line, from the run's end (fleet.worker.taskrun): then nothing listens to
+    ``task_success`` and Celery skips that send."""
+    if state == states.SUCCESS:
+        logger.info("task succeeded: name=%s id=%s queue=%s", task.name, task_id, _queue(request))
 
 
 def on_retry(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
@@ -70,7 +74,7 @@ def quiet_celery_per_task_lines(**_: Any) -> None:
 def connect() -> None:
     """Connect the handlers; idempotent (each has a dispatch uid)."""
     signals.after_setup_logger.connect(quiet_celery_per_task_lines, dispatch_uid="fleet.quiet", weak=False)
-    signals.task_success.connect(on_success, dispatch_uid="fleet.success", weak=False)
+    taskrun.register("tasklog", ended=on_ended)
     signals.task_retry.connect(on_retry, dispatch_uid="fleet.retry", weak=False)
     signals.task_failure.connect(on_failure, dispatch_uid="fleet.failure", weak=False)
     signals.task_rejected.connect(on_rejected, dispatch_uid="fleet.rejected", weak=False)
