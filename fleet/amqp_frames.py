@@ -23,7 +23,7 @@ from amqp.serialization import dumps
 
 from fleet.messages import TaskMessage
 
-__all__ = ["CHUNK", "encode_publishes", "publish_frames"]
+__all__ = ["CHUNK", "encode_publishes", "publish_frames", "ready_to_publish", "write_publishes"]
 
 #: Messages per write. Past a few hundred the syscall is amortised and a larger
 #: buffer only costs memory; a failed write leaves at most this many messages unknown.
@@ -73,23 +73,41 @@ def encode_publishes(channel_id: int, frame_max: int, items: Sequence[TaskMessag
 def publish_frames(channel: amqp.Channel, items: Sequence[TaskMessage]) -> None:
     """Publish every item (mandatory) on ``channel`` in one transport write; the caller counts delivery tags.
 
-    Checks and errors are ``basic_publish``'s: a closed connection and a write
-    timeout raise ``RecoverableConnectionError``, socket errors come through
-    as the transport raises them, a pending ``connection.blocked`` is read
-    first. If the write raises, the socket took an unknown part of the
-    buffer: any message but the last may have reached RabbitMQ, the last did
-    not (its final byte was never sent). The caller must be the only writer on
-    the connection (py-amqp's frame lock is private to its own writer).
+    :func:`ready_to_publish`, then :func:`write_publishes`: if the first
+    raises, nothing was written; if the second does, see there.
+    """
+    write_publishes(ready_to_publish(channel), channel.channel_id, items)
+
+
+def ready_to_publish(channel: amqp.Channel) -> amqp.Connection:
+    """``basic_publish``'s checks before it writes; returns the channel's connection.
+
+    A closed connection raises ``RecoverableConnectionError``; a pending
+    ``connection.blocked`` (or a close) from RabbitMQ is read first, raising
+    as py-amqp's ``drain_events`` does. Nothing is written here.
     """
     connection = channel.connection
     if not connection:
         raise RecoverableConnectionError("basic_publish: connection closed")
     if connection.client_properties.get("capabilities", {}).get("connection.blocked", False):
         try:
-            connection.drain_events(timeout=0)  # as basic_publish: take in a blocked notice before writing
+            connection.drain_events(timeout=0)
         except TimeoutError:
             pass
-    data = encode_publishes(channel.channel_id, connection.frame_max, items)
+    return connection
+
+
+def write_publishes(connection: amqp.Connection, channel_id: int, items: Sequence[TaskMessage]) -> None:
+    """Write the frames of ``items`` (:func:`encode_publishes`) in one transport write.
+
+    A write timeout raises ``RecoverableConnectionError`` as in
+    ``basic_publish``, socket errors come through as the transport raises
+    them. Then the socket took an unknown part of the buffer: any message
+    but the last may have reached RabbitMQ, the last did not (its final byte
+    was never sent). The caller must be the only writer on the connection
+    (py-amqp's frame lock is private to its own writer).
+    """
+    data = encode_publishes(channel_id, connection.frame_max, items)
     try:
         connection.transport.write(data)
     except TimeoutError as exc:

@@ -45,7 +45,7 @@ from celery import Celery, signals
 from kombu import Connection, Producer
 from kombu.common import maybe_declare
 
-from fleet.amqp_frames import CHUNK, publish_frames
+from fleet.amqp_frames import CHUNK, ready_to_publish, write_publishes
 from fleet.messages import Call, TaskMessage, TaskMessages
 from fleet.transport import broker_urls, normalize_broker_url
 from queues import TASK_EXCHANGE, declare_topology
@@ -119,9 +119,10 @@ def publish_confirmed(connection: Connection, messages: Sequence[TaskMessage], t
         # would have basic_publish wait for each message's ack instead).
         for start in range(0, len(messages), CHUNK):
             chunk = messages[start : start + CHUNK]
-            # Should this write fail, all of the chunk but its last message may have reached RabbitMQ.
+            amqp_connection = ready_to_publish(channel)
+            # Should the write fail, all of the chunk but its last message may have reached RabbitMQ.
             confirms.published += len(chunk) - 1
-            publish_frames(channel, chunk)
+            write_publishes(amqp_connection, channel.channel_id, chunk)
             confirms.published += 1
             for item in chunk:
                 announce_published(item)

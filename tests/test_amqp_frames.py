@@ -6,7 +6,10 @@ only the socket is a stand-in that records what it is given.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import amqp
@@ -17,8 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kombu import Exchange, Queue
 
-from fleet.amqp_frames import encode_publishes, publish_frames
+from fleet.amqp_frames import CHUNK, encode_publishes, publish_frames
 from fleet.celery_app import FleetCelery, create_celery
+from fleet.confirm_streams import QUEUED, WRITTEN, Pending, Ticket, _Stream
 from fleet.messages import TaskMessage, TaskMessages
 from fleet.settings import load_settings
 from tests.test_publish import CALLS
@@ -32,14 +36,15 @@ QUEUE = Queue("default", Exchange("", type="direct"), routing_key="default")
 class RecordingSocket:
     """A socket that takes everything written and has nothing to read."""
 
-    def __init__(self, fail_on_write: BaseException | None = None) -> None:
+    def __init__(self, fail_on_write: BaseException | None = None, fail_after: int = 0) -> None:
         self.written = bytearray()
         self.writes = 0
         self.fail_on_write = fail_on_write
+        self.fail_after = fail_after  # writes that succeed before fail_on_write is raised
         self.timeout: float | None = None
 
     def sendall(self, data: Any) -> None:
-        if self.fail_on_write is not None:
+        if self.fail_on_write is not None and self.writes >= self.fail_after:
             raise self.fail_on_write
         self.written += bytes(data)
         self.writes += 1
@@ -170,3 +175,17 @@ def test_a_closed_connection_and_a_write_timeout_raise_what_basic_publish_raises
     with pytest.raises(BrokenPipeError):
         publish_frames(broken, [item])
     assert not broken.connection.transport.connected, "the transport's own bookkeeping of a dead socket"
+
+
+def test_a_confirm_stream_whose_second_write_fails_knows_what_may_have_reached_rabbitmq() -> None:
+    """Chunk 1 written (its tags await acks), chunk 2 unknown (WRITTEN), chunk 3 never sent (QUEUED)."""
+    channel = _channel(131072, RecordingSocket(fail_on_write=BrokenPipeError(32, "Broken pipe"), fail_after=1))
+    stream = _Stream(SimpleNamespace(idle_seconds=60.0), threading.Condition())  # type: ignore[arg-type]
+    stream.connection, stream.channel, stream.last_used = SimpleNamespace(), channel, time.monotonic()
+    ticket = Ticket(2 * CHUNK + 10)
+    batch = [Pending(_item(amqp.Message(b"{}")), time.monotonic() + 10, ticket) for _ in range(2 * CHUNK + 10)]
+    with pytest.raises(BrokenPipeError):
+        stream._round(batch)
+    assert [entry.state for entry in batch] == [WRITTEN] * (2 * CHUNK) + [QUEUED] * 10
+    assert stream.sent == CHUNK and list(stream.waiting.values()) == batch[:CHUNK]
+    assert channel.connection.bytes_sent == CHUNK
