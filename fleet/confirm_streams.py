@@ -4,10 +4,11 @@ A confirmed publish on its own costs a round trip to RabbitMQ (and RabbitMQ's
 write to disk) per message, on a channel each request thread holds while it
 waits. Here a few *stream* threads per process own one confirm-mode connection
 each. A request hands its message to the streams and waits; a free stream takes
-every message waiting at that moment, writes them back to back, then collects
-RabbitMQ's acks (often one ``multiple`` ack for the lot) and answers each
-request when its own message is acked. Requests that arrive meanwhile go out
-with the next stream, or the next round: nothing waits for a timer.
+every message waiting at that moment, writes them back to back (many per socket
+write, :mod:`fleet.amqp_frames`), then collects RabbitMQ's acks (often one
+``multiple`` ack for the lot) and answers each request when its own message is
+acked. Requests that arrive meanwhile go out with the next stream, or the next
+round: nothing waits for a timer.
 
 What :class:`fleet.publish.Publisher` promises holds here too:
 
@@ -35,8 +36,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import amqp
-
+from fleet.amqp_frames import CHUNK, publish_frames
 from fleet.messages import TaskMessage
 from fleet.publish import (
     MIN_STEP,
@@ -206,22 +206,24 @@ class _Stream:
             self.drop()  # the broker may well have closed it meanwhile
         if self.connection is None:
             self._open(deadline - now)
-        publish, channel = amqp.Channel.basic_publish, self.channel  # the class's: write only, acks come below
         with self.cond:  # claimed all at once: a request giving up from here on reports "unknown"
             claimed = [entry for entry in batch if entry.state == QUEUED]  # the others were withdrawn
             for entry in claimed:
                 entry.state = WRITTEN
-        for index, entry in enumerate(claimed):
-            item = entry.item
+        for start in range(0, len(claimed), CHUNK):  # a chunk per socket write, acks collected below
+            chunk = claimed[start : start + CHUNK]
             try:
-                publish(channel, item.message, exchange=item.exchange, routing_key=item.routing_key, mandatory=True)
+                publish_frames(self.channel, [entry.item for entry in chunk])
             except BaseException:
-                with self.cond:  # from this one on nothing reached the socket: "none", unless retried
-                    for unsent in claimed[index + 1 :]:
+                # The socket took an unknown part of this chunk: its messages stay WRITTEN ("unknown").
+                with self.cond:  # from the next chunk on nothing reached the socket: "none", unless retried
+                    for unsent in claimed[start + len(chunk) :]:
                         unsent.state = QUEUED
                 raise
-            self.sent += 1
-            self.waiting[self.sent] = entry
+            # Registered before the next chunk's write, which may read (and answer) these tags' acks.
+            for entry in chunk:
+                self.sent += 1
+                self.waiting[self.sent] = entry
         self.last_used = time.monotonic()
         while self.waiting:
             remaining = deadline - time.monotonic()

@@ -1,12 +1,14 @@
 """Contract with the pinned Celery and py-amqp: what fleet's message builder and publish calls rely on.
 
 fleet builds task messages with Celery's ``as_task_v2`` and writes them with
-py-amqp's class-level ``basic_publish`` and channel events
-(:mod:`fleet.messages`, :mod:`fleet.publish`, :mod:`fleet.confirm_streams`),
-not through ``send_task``. These tests compare, header for header and body
-for body, with what ``send_task`` publishes (captured on kombu's in-memory
-transport, no broker), and pin the py-amqp calls, so a Celery, kombu or py-amqp
-upgrade that changes either fails here, loudly, instead of in production.
+py-amqp's serialization, the bytes of its class-level ``basic_publish``
+(:mod:`fleet.amqp_frames`, compared byte for byte in tests/test_amqp_frames.py),
+and reads confirms with its channel events (:mod:`fleet.messages`,
+:mod:`fleet.publish`, :mod:`fleet.confirm_streams`), not through ``send_task``.
+These tests compare, header for header and body for body, with what
+``send_task`` publishes (captured on kombu's in-memory transport, no broker),
+and pin the py-amqp calls, so a Celery, kombu or py-amqp upgrade that changes
+either fails here, loudly, instead of in production.
 """
 
 from __future__ import annotations

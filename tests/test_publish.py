@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+from celery import signals
 from kombu import Connection
 
 from fleet.celery_app import FleetCelery
@@ -104,3 +105,56 @@ def test_no_broker_is_a_publish_error(private_env: dict[str, str]) -> None:
     with app_for({**private_env, "CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:1//"}) as app:
         with pytest.raises(PublishError, match="cannot connect"):
             publish_many(app, [("tasks.process_data", ({"n": 1},), {})], timeout=2)
+
+
+def test_a_batch_of_many_chunks_arrives_whole_and_once(private_app: FleetCelery, private_env: dict[str, str]) -> None:
+    """600 messages, written 256 per socket write (fleet.amqp_frames), every one confirmed: each arrives once,
+    with the headers, properties and body it was sent with; large bodies span several AMQP frames."""
+    url = private_env["CELERY_BROKER_URL"]
+    build = TaskMessages(private_app)
+    messages = []
+    for n in range(600):
+        # every 50th is larger than RabbitMQ's frame_max (128 KiB): several body frames
+        text = "ü" * 70_000 if n % 50 == 0 else f"row {n} ✓"
+        messages.append(build("tasks.process_data", ({"n": n, "text": text},), {}, {"priority": n % 10}))
+    with Connection(url) as connection:
+        connection.ensure_connection(max_retries=1)
+        assert connection.connection.frame_max < len(messages[0].message.body), "a body spans several frames"
+        publish_confirmed(connection, messages, timeout=30)  # raises unless all 600 are acked
+    taken = drain(url, "default")
+    assert len(taken) == len(messages)
+    sent = {item.task_id: item.message for item in messages}
+    received = {m.properties["application_headers"]["id"]: m for m in taken}
+    assert received.keys() == sent.keys()
+    for task_id, message in sent.items():
+        got = received[task_id]
+        sent_body = message.body.encode() if isinstance(message.body, str) else message.body
+        assert (got.body if isinstance(got.body, bytes) else got.body.encode()) == sent_body, task_id
+        assert got.properties == message.properties, task_id
+
+
+def test_publish_many_of_600_is_confirmed_and_queued_once(
+    private_app: FleetCelery, private_env: dict[str, str]
+) -> None:
+    """Through publish_many: each message queued once, with the headers and body after_task_publish announced."""
+    url = private_env["CELERY_BROKER_URL"]
+    announced: dict[str, tuple[dict, object]] = {}
+
+    def record(sender: str, body: object, headers: dict, **_: object) -> None:
+        announced[headers["id"]] = (headers, body)
+
+    signals.after_task_publish.connect(record, weak=False)
+    try:
+        ids = publish_many(
+            private_app, [("tasks.process_data", ({"n": n},), {}, {"priority": n % 10}) for n in range(600)]
+        )
+    finally:
+        signals.after_task_publish.disconnect(record)
+    assert sorted(announced) == sorted(ids)
+    taken = drain(url, "default")
+    assert sorted(m.properties["application_headers"]["id"] for m in taken) == sorted(ids)
+    assert [json.loads(m.body)[0][0]["n"] for m in taken] == list(range(600))
+    for message in taken:
+        headers, body = announced[message.properties["application_headers"]["id"]]
+        assert message.properties["application_headers"] == headers
+        assert json.loads(message.body) == json.loads(json.dumps(body))
