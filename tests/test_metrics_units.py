@@ -163,3 +163,76 @@ def test_messages_received_are_counted_in_memory_and_written_once_by_any_flush(t
     script.stdin.close()
     assert script.wait(timeout=30) == 0
     assert (received("tasks.a"), received(OTHER)) == (4, 2)
+
+
+RUNS = """
+import sys, time, types
+from pathlib import Path
+from fleet.metrics.setup import prepare_directory
+prepare_directory(Path(sys.argv[1]))
+from fleet.metrics import worker
+from fleet.metrics.stamp import PUBLISHED_AT_HEADER
+
+class Clock:  # the runs' runtimes, chosen: below, on and between bucket bounds, past the last one
+    now = 1000.0
+    def monotonic(self): return self.now
+    def time(self): return time.time()
+clock = worker.time = Clock()
+tally = sys.argv[2] == "tally"
+metrics = worker.WorkerMetrics("default", ["default"], ["tasks.a"], worker.Labeler(["tasks.a"]), tally_runs=tally)
+task = types.SimpleNamespace(name="tasks.a")
+def request(waited, eta=None):
+    fields = {"delivery_info": {"routing_key": "default"}, "eta": eta}
+    if waited is not None:
+        fields[PUBLISHED_AT_HEADER] = time.time() - waited
+    return types.SimpleNamespace(**fields)
+runs = [(0.001, "SUCCESS", 0.002), (0.005, "SUCCESS", None), (0.3, "FAILURE", 7.0), (4000.0, "SUCCESS", 0.02),
+        (2.0, None, 0.4), (1.0, "RETRY", None)]
+for number, (runtime, state, waited) in enumerate(runs):
+    r = request(waited, eta="2026-01-01T00:00:00" if number == 1 else None)
+    metrics.run_started(task, r, f"id-{number}")
+    clock.now += runtime
+    metrics.run_ended(task, r, f"id-{number}", state)
+metrics.run_started(task, request(None), "still-running")
+print("ran", flush=True)
+sys.stdin.readline()
+metrics.flush()
+"""
+
+
+def _runs_written(directory: Path, mode: str) -> tuple[dict, dict]:
+    """The series a worker's metrics write for the same runs: before and after a flush."""
+    script = subprocess.Popen(
+        [sys.executable, "-c", RUNS, str(directory), mode],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert script.stdout is not None and script.stdin is not None
+    assert script.stdout.readline().strip() == "ran"
+    before = _totals(directory)
+    script.stdin.write("\n")
+    script.stdin.close()
+    assert script.wait(timeout=30) == 0
+    return before, _totals(directory)
+
+
+def test_a_threaded_worker_tallies_runs_in_memory_and_its_flush_writes_what_direct_writes_would(
+    tmp_path: Path,
+) -> None:
+    """``tally_runs``: nothing written per run, and the flush writes exactly the series, buckets and
+    sums that a prefork child's write per run does (prometheus-client's observe() included)."""
+    _, direct = _runs_written(tmp_path / "direct", "direct")
+    before, tallied = _runs_written(tmp_path / "tally", "tally")
+    task = (("queue", "default"), ("task", "tasks.a"))
+    assert before.get(("fleet_tasks_started_total", task)) == 0  # precreated at zero, nothing written per run
+    assert direct.get(("fleet_tasks_started_total", task)) == 7
+    assert direct.get(("fleet_tasks_succeeded_total", task)) == 3
+    assert direct.get(("fleet_tasks_in_progress", task)) == 1
+    assert direct.get(("fleet_task_runtime_seconds_count", task)) == 5  # the cut-short run has none
+    assert direct.get(("fleet_task_queue_wait_seconds_count", task)) == 4  # no stamp, or an ETA: no wait
+    assert direct.get(("fleet_task_runtime_seconds_bucket", (("le", "+Inf"), *task))) == 5
+    assert direct.get(("fleet_task_runtime_seconds_bucket", (("le", "0.005"), *task))) == 2
+    for key in set(direct) | set(tallied):
+        assert tallied.get(key) == pytest.approx(direct.get(key), abs=1e-3), key

@@ -93,15 +93,15 @@ class WorkerCollector:
         yield info
 
 
-class ReceivedFlush:
-    """First in the registry: a scrape sees every message received so far
-    (:meth:`WorkerMetrics.on_received` counts in memory)."""
+class Flush:
+    """First in the registry: a scrape sees every message received and every run so far
+    (counted in memory, :meth:`WorkerMetrics.flush`)."""
 
     def __init__(self, metrics: WorkerMetrics) -> None:
         self.metrics = metrics
 
     def collect(self) -> Iterator[Any]:
-        self.metrics.flush_received()
+        self.metrics.flush()
         return iter(())
 
 
@@ -125,7 +125,7 @@ class WorkerExporter:
         self.queues = QueueCollector(connect_broker, paused)
         self.registry = CollectorRegistry(auto_describe=False)
         for collector in (
-            ReceivedFlush(metrics),
+            Flush(metrics),
             archive.ArchivingMultiProcessCollector(directory),
             self.worker,
             self.queues,
@@ -154,17 +154,17 @@ class WorkerExporter:
         archive.retire(self.directory, os.getpid())
 
     def tick(self, shutting_down: Callable[[], bool]) -> None:
-        """Main process, from the worker's event loop: heartbeat, messages received written,
+        """Main process, from the worker's event loop: heartbeat, what was counted in memory written,
         retire killed children's files, and keep the pool's exiting children counted."""
         self.worker.last_heartbeat = time.time()
-        self.metrics.flush_received()
+        self.metrics.flush()
         archive.sweep(self.directory, keep={os.getpid()})
         pool = getattr(getattr(self.controller, "pool", None), "_pool", None)  # prefork only
         if pool is not None:
             self.metrics.watch_children(pool, shutting_down)
 
     def close(self) -> None:
-        self.metrics.flush_received()
+        self.metrics.flush()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()

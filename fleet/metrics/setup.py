@@ -142,7 +142,9 @@ def on_worker_init(sender: Any = None, **_: Any) -> None:
     names = [name for name in app.tasks if not name.startswith("celery.")]
     try:
         launched = _launch or _launch_from_worker(sender, settings)
-        metrics = WorkerMetrics(launched.pool, launched.queues, names, Labeler(app.tasks))
+        metrics = WorkerMetrics(
+            launched.pool, launched.queues, names, Labeler(app.tasks), tally_runs=launched.kind == "threads"
+        )
     except MetricsSetupError as exc:
         logger.error("metrics: %s; this worker runs without /metrics", exc)
         return

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -49,13 +50,68 @@ class _TaskSeries(NamedTuple):
     runtime: Any
 
 
+class _Observed:
+    """A histogram's observations not yet written: a count per bucket and their sum.
+
+    Written with the histogram's own bucket and sum values (prometheus-client's ``_buckets``,
+    ``_sum`` and ``_upper_bounds``, pinned in pyproject.toml; tests/test_metrics_units.py
+    compares the result with ``observe``), one file write per bucket touched instead of two
+    per observation.
+    """
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, histogram: Any) -> None:
+        self.bounds = histogram._upper_bounds
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+
+    def add(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # the first bucket whose bound >= value, as observe()
+        self.total += value
+
+    def write(self, histogram: Any) -> None:
+        if any(self.counts):
+            histogram._sum.inc(self.total)
+            for bucket, count in zip(histogram._buckets, self.counts, strict=True):
+                if count:
+                    bucket.inc(count)
+
+
+class _Tally:
+    """What the runs of one (queue, task) did since the last flush, in a threaded worker."""
+
+    __slots__ = ("in_progress", "queue_wait", "runtime", "started", "succeeded")
+
+    def __init__(self, series: _TaskSeries) -> None:
+        self.started = self.succeeded = self.in_progress = 0
+        self.queue_wait = _Observed(series.queue_wait)
+        self.runtime = _Observed(series.runtime)
+
+    def write(self, series: _TaskSeries) -> None:
+        for value, count in ((series.started, self.started), (series.succeeded, self.succeeded)):
+            if count:
+                value.inc(count)
+        if self.in_progress:
+            series.in_progress.inc(self.in_progress)
+        self.queue_wait.write(series.queue_wait)
+        self.runtime.write(series.runtime)
+
+
 class WorkerMetrics:
     """Every metric the worker records and the hooks that record them."""
 
-    def __init__(self, pool: str, queues: Iterable[str], tasks: Iterable[str], labeler: Labeler) -> None:
+    def __init__(
+        self, pool: str, queues: Iterable[str], tasks: Iterable[str], labeler: Labeler, tally_runs: bool = False
+    ) -> None:
         """Define the metrics and create every queue x task series at zero (rates and absence
         alerts work from the start). Prometheus-client picks a metric's storage when the metric
-        is made, so the worker's metrics directory must be set by then."""
+        is made, so the worker's metrics directory must be set by then.
+
+        ``tally_runs``: the runs are counted in memory and written by :meth:`flush` (the
+        exporter's tick and every scrape), for a worker whose tasks run in threads of the
+        process that flushes; a prefork child has no tick, and writes each run as it ends.
+        """
         if not os.environ.get(MULTIPROC_ENV):
             raise MetricsSetupError(
                 "the worker's metrics would be created before its metrics directory was set; "
@@ -70,6 +126,9 @@ class WorkerMetrics:
         self._received_counts: dict[tuple[Any, Any], int] = {}  # (routing key, task name) -> received
         self._received_written: dict[tuple[Any, Any], int] = {}  # ... of which written to the file
         self._flush_lock = threading.Lock()
+        self.tally_runs = tally_runs
+        self._tallies: dict[_TaskSeries, _Tally] = {}  # runs not yet written (tally_runs)
+        self._tally_lock = threading.Lock()
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = TASK) -> Counter:
             return Counter(name, doc, labels, registry=None)  # exported from the files, not a registry
@@ -198,6 +257,16 @@ class WorkerMetrics:
         except TypeError:  # a malformed message's name may be unhashable
             self._task_series(request, request.name).received.inc()
 
+    def flush(self) -> None:
+        """Write what was counted in memory since the last flush: messages received, and the
+        runs' tallies (``tally_runs``)."""
+        self.flush_received()
+        if self.tally_runs:
+            with self._tally_lock:
+                tallies, self._tallies = self._tallies, {}
+            for series, tally in tallies.items():
+                tally.write(series)
+
     def flush_received(self) -> None:
         """Write what :meth:`on_received` counted since the last flush. Only ever adds the
         difference from what was written, so it may run in another thread than the counting."""
@@ -212,14 +281,32 @@ class WorkerMetrics:
 
     # The run itself, in the thread running it (fleet.worker.taskrun)
 
+    def _tally(self, series: _TaskSeries) -> _Tally:
+        """The series' tally; the caller holds ``_tally_lock``."""
+        tally = self._tallies.get(series)
+        if tally is None:
+            tally = self._tallies[series] = _Tally(series)
+        return tally
+
     def run_started(self, task: Any, request: Any, task_id: str) -> None:
         series = self._task_series(request, task.name)
-        series.started.inc()
-        series.in_progress.inc()
         self._started[task_id] = time.monotonic()
         published_at = getattr(request, PUBLISHED_AT_HEADER, None)
-        if isinstance(published_at, int | float) and not request.eta:
-            series.queue_wait.observe(max(0.0, time.time() - published_at))
+        wait = (
+            max(0.0, time.time() - published_at) if isinstance(published_at, int | float) and not request.eta else None
+        )
+        if self.tally_runs:
+            with self._tally_lock:
+                tally = self._tally(series)
+                tally.started += 1
+                tally.in_progress += 1
+                if wait is not None:
+                    tally.queue_wait.add(wait)
+            return
+        series.started.inc()
+        series.in_progress.inc()
+        if wait is not None:
+            series.queue_wait.observe(wait)
 
     def run_ended(self, task: Any, request: Any, task_id: str, state: str | None) -> None:
         """The run's end: in progress down, runtime observed, and a success counted here rather
@@ -229,12 +316,23 @@ class WorkerMetrics:
         if started is None and state != states.SUCCESS:
             return
         series = self._task_series(request, task.name)
-        if state == states.SUCCESS:
+        succeeded = state == states.SUCCESS
+        # state None: the run was cut short (a hard time limit, recorded by the main process)
+        runtime = time.monotonic() - started if started is not None and state is not None else None
+        if self.tally_runs:
+            with self._tally_lock:
+                tally = self._tally(series)
+                tally.succeeded += succeeded
+                tally.in_progress -= started is not None
+                if runtime is not None:
+                    tally.runtime.add(runtime)
+            return
+        if succeeded:
             series.succeeded.inc()
         if started is not None:
             series.in_progress.dec()
-            if state is not None:  # None: the run was cut short (a hard time limit, recorded by the main process)
-                series.runtime.observe(time.monotonic() - started)
+        if runtime is not None:
+            series.runtime.observe(runtime)
 
     def on_retry(self, sender: Any = None, **_: Any) -> None:
         self.retried.labels(*self._task_labels(sender)).inc()
@@ -264,6 +362,7 @@ class WorkerMetrics:
         self.time_limit_hits.labels(*labels, "soft" if soft else "hard").inc()
         if not soft:
             self.runtime.labels(*labels).observe(ran_for)
+            self.flush()  # a threaded worker exits next: what it tallied is written first
 
     def on_worker_lost(self, request: Any) -> None:
         self.worker_lost.labels(*self.labeler.for_request(request, request.name)).inc()
