@@ -27,7 +27,7 @@ from typing import Any
 from celery import states
 from celery.backends.database import DatabaseBackend
 from celery.backends.database.session import SessionManager
-from sqlalchemy import and_, bindparam, case, create_engine
+from sqlalchemy import and_, bindparam, case, create_engine, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.sql import Executable
@@ -142,3 +142,22 @@ class PooledDatabaseBackend(DatabaseBackend):
             )
             self._statements[key] = statement
         return statement
+
+    def stored_state(self, task_id: str) -> tuple[str | None, int | None]:
+        """``(status, retries)`` of ``task_id`` (PENDING when nothing is stored): what fleet.worker.dedup
+        decides on, read with one prebuilt SELECT instead of a session, the whole row and its decoding."""
+        return self._ensure_retryable(self._stored_state, task_id)
+
+    def _stored_state(self, task_id: str) -> tuple[str | None, int | None]:
+        engine = self.engine()
+        statement = self._statements.get(("state",))
+        if statement is None:
+            table = self.task_cls.__table__
+            retries = table.c.get("retries")
+            columns = [table.c.status] if retries is None else [table.c.status, retries]
+            statement = self._statements["state",] = select(*columns).where(table.c.task_id == bindparam("task_id"))
+        with engine.connect() as connection:
+            row = connection.execute(statement, {"task_id": task_id}).first()
+        if row is None:
+            return states.PENDING, None
+        return row[0], row[1] if len(row) > 1 else None
