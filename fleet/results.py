@@ -88,6 +88,7 @@ class PooledDatabaseBackend(DatabaseBackend):
         super().__init__(*args, **kwargs)
         self.session_manager = PooledSessionManager(engine_callback=self.session_manager.engine_callback)
         self._statements: dict[tuple[str, ...], Executable] = {}
+        self._state_query: Executable | None = None
 
     def engine(self) -> Engine:
         """This process's engine, with Celery's tables created (as its first session would)."""
@@ -149,15 +150,13 @@ class PooledDatabaseBackend(DatabaseBackend):
         return self._ensure_retryable(self._stored_state, task_id)
 
     def _stored_state(self, task_id: str) -> tuple[str | None, int | None]:
-        engine = self.engine()
-        statement = self._statements.get(("state",))
-        if statement is None:
+        if self._state_query is None:
             table = self.task_cls.__table__
-            retries = table.c.get("retries")
+            retries = table.c.get("retries")  # only with result_extended
             columns = [table.c.status] if retries is None else [table.c.status, retries]
-            statement = self._statements["state",] = select(*columns).where(table.c.task_id == bindparam("task_id"))
-        with engine.connect() as connection:
-            row = connection.execute(statement, {"task_id": task_id}).first()
+            self._state_query = select(*columns).where(table.c.task_id == bindparam("task_id"))
+        with self.engine().connect() as connection:
+            row = connection.execute(self._state_query, {"task_id": task_id}).first()
         if row is None:
             return states.PENDING, None
         return row[0], row[1] if len(row) > 1 else None
