@@ -10,6 +10,7 @@ import pytest
 from celery import states
 from celery.app.task import Context
 from celery.backends.redis import RedisBackend
+from redis.exceptions import ResponseError
 
 from fleet.results_redis import OneTripRedisBackend
 from fleet.testing.processes import start_worker
@@ -73,3 +74,17 @@ def test_a_worker_on_redis_answers_get(private_env: dict[str, str], log_dir: Pat
             assert [result.get(timeout=30) for result in results] == [n + 1 for n in range(5)]
     finally:
         worker.stop()
+
+
+def test_a_server_refusing_scripts_gets_celerys_writes(private_env: dict[str, str], redis_url: str) -> None:  # noqa: F811
+    with app_for({**private_env, "CELERY_RESULT_BACKEND": redis_url}) as app:
+        fleet = app.backend
+
+        def refused(**_: object) -> None:
+            raise ResponseError("NOPERM this user has no permissions to run the 'evalsha' command")
+
+        fleet.__dict__["_store_script"] = refused
+        task_id = str(uuid.uuid4())
+        fleet.mark_as_done(task_id, 5, request=REQUEST)
+        fleet.mark_as_failure(task_id, KeyError("late"), request=REQUEST)
+        assert fleet._scripts_refused and app.AsyncResult(task_id).get(timeout=5) == 5
