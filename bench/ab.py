@@ -4,7 +4,8 @@ How the per-task cuts in docs/PERFORMANCE.md were measured. BASE is exported
 (``git archive``) to a scratch directory and its workers import fleet from there
 (PYTHONPATH comes first); each round publishes the same no-ops (or ``--task
 bench.store``, results stored) to both sides at once, as metrics_overhead does, so
-the shared machine's drift hits both alike. Printed: the median new/base ratio of
+the shared machine's drift hits both alike; ``--set CELERY_RESULT_BACKEND=redis://...``
+puts both sides on another result backend. Printed: the median new/base ratio of
 worker CPU per task and of tasks/s, with their 95% intervals.
 """
 
@@ -39,9 +40,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--tasks", type=int, default=2000, help="per side and round")
     parser.add_argument("--task", default="bench.noop")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="env override for both sides' processes"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fleet-ab-"))
-    bench = Bench(sizes=QUICK, work=work)
+    bench = Bench(sizes=QUICK, work=work, overrides=dict(item.split("=", 1) for item in args.set))
     base = Path(args.base) if Path(args.base).is_dir() else export(args.base, work / "base")
     envs = {"new": {}, "base": {"PYTHONPATH": str(base)}}
     rates: dict[str, list[float]] = {side: [] for side in SIDES}

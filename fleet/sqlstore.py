@@ -56,14 +56,21 @@ def ensure_wal(path: str, timeout: float = 30) -> None:
             time.sleep(0.05)
 
 
-def insert_or_ignore(engine: Engine, table: Table) -> Insert:
-    """``INSERT ... ON CONFLICT DO NOTHING`` on ``table``'s primary key, in ``engine``'s dialect
-    (PostgreSQL or SQLite): a row that is already there is the answer, not an error."""
-    if engine.dialect.name == "postgresql":
+def dialect_insert(dialect: str, table: Table) -> Any:
+    """An ``INSERT`` on ``table`` that can say ``ON CONFLICT``: PostgreSQL's for ``"postgresql"``,
+    else SQLite's (the two dialects fleet stores in; core's plain Insert has no conflict clause)."""
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    return insert(table).on_conflict_do_nothing(index_elements=list(table.primary_key.columns))
+    return insert(table)
+
+
+def insert_or_ignore(engine: Engine, table: Table) -> Insert:
+    """``INSERT ... ON CONFLICT DO NOTHING`` on ``table``'s primary key, in ``engine``'s dialect
+    (PostgreSQL or SQLite): a row that is already there is the answer, not an error."""
+    insert = dialect_insert(engine.dialect.name, table)
+    return insert.on_conflict_do_nothing(index_elements=list(table.primary_key.columns))
 
 
 def create_tables(engine: Engine, metadata: MetaData) -> None:

@@ -1,0 +1,90 @@
+"""The Redis backend's one-round-trip writes store and publish what Celery's do (fleet.results_redis)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from celery import states
+from celery.app.task import Context
+from celery.backends.redis import RedisBackend
+from redis.exceptions import ResponseError
+
+from fleet.results_redis import OneTripRedisBackend
+from fleet.testing.processes import start_worker
+from tests.support.apps import app_for
+from tests.test_results import redis_url  # noqa: F401 - fixture
+
+REQUEST = Context(
+    task="tasks.add", args=[1, 2], kwargs={}, hostname="w@h", retries=0, delivery_info={"routing_key": "default"}
+)
+
+
+def stored(backend: RedisBackend, task_id: str) -> dict:
+    meta = json.loads(backend.client.get(backend.get_key_for_task(task_id)))
+    return {key: value for key, value in meta.items() if key not in ("task_id", "date_done")}
+
+
+def test_writes_store_publish_and_keep_success_as_celery_does(private_env: dict[str, str], redis_url: str) -> None:  # noqa: F811
+    with app_for({**private_env, "CELERY_RESULT_BACKEND": redis_url}) as app:
+        fleet = app.backend
+        assert isinstance(fleet, OneTripRedisBackend)
+        celery = RedisBackend(app=app, url=redis_url)
+        ours, theirs = str(uuid.uuid4()), str(uuid.uuid4())
+        channel = fleet.client.pubsub(ignore_subscribe_messages=True)
+        channel.subscribe(fleet.get_key_for_task(ours))
+        for write in (
+            lambda b, i: b.store_result(i, {"pid": 1}, states.STARTED, request=REQUEST),
+            lambda b, i: b.mark_as_done(i, 3, request=REQUEST),
+            lambda b, i: b.mark_as_failure(i, KeyError("late"), request=REQUEST),  # after SUCCESS: left alone
+        ):
+            write(fleet, ours)
+            write(celery, theirs)
+            assert stored(fleet, ours) == stored(celery, theirs)
+        messages = [channel.get_message(timeout=0.5) for _ in range(4)]  # the first may be the subscribe reply
+        heard = [json.loads(message["data"])["status"] for message in messages if message]
+        assert heard == ["STARTED", "SUCCESS"]
+        assert app.AsyncResult(ours).get(timeout=5) == 3
+        assert 0 < fleet.client.ttl(fleet.get_key_for_task(ours)) <= fleet.expires
+        failed = str(uuid.uuid4())
+        fleet.mark_as_failure(failed, KeyError("records"), traceback="tb", request=REQUEST)
+        result = app.AsyncResult(failed)
+        assert result.state == "FAILURE" and isinstance(result.result, KeyError) and result.traceback == "tb"
+        not_json = str(uuid.uuid4())  # another serializer's value: Celery's path, failing as Celery fails
+        fleet.client.set(fleet.get_key_for_task(not_json), b"\x80\x04pickle")
+        errors = []
+        for backend in (fleet, celery):
+            with pytest.raises(Exception) as caught:  # noqa: PT011 - whatever Celery raises, both raise it
+                backend.store_result(not_json, 1, states.SUCCESS)
+            errors.append(type(caught.value))
+        assert errors[0] is errors[1]
+        assert fleet.client.get(fleet.get_key_for_task(not_json)) == b"\x80\x04pickle"
+        channel.close()
+
+
+def test_a_worker_on_redis_answers_get(private_env: dict[str, str], log_dir: Path, redis_url: str) -> None:  # noqa: F811
+    """``AsyncResult.get()`` waits on the key's channel: the script's PUBLISH must reach it."""
+    env = {**private_env, "CELERY_RESULT_BACKEND": redis_url}
+    worker = start_worker("default", env, log_dir)
+    try:
+        with app_for(env) as app:
+            results = [app.send_task("tasks.add", (n, 1)) for n in range(5)]
+            assert [result.get(timeout=30) for result in results] == [n + 1 for n in range(5)]
+    finally:
+        worker.stop()
+
+
+def test_a_server_refusing_scripts_gets_celerys_writes(private_env: dict[str, str], redis_url: str) -> None:  # noqa: F811
+    with app_for({**private_env, "CELERY_RESULT_BACKEND": redis_url}) as app:
+        fleet = app.backend
+
+        def refused(**_: object) -> None:
+            raise ResponseError("NOPERM this user has no permissions to run the 'evalsha' command")
+
+        fleet.__dict__["_store_script"] = refused
+        task_id = str(uuid.uuid4())
+        fleet.mark_as_done(task_id, 5, request=REQUEST)
+        fleet.mark_as_failure(task_id, KeyError("late"), request=REQUEST)
+        assert fleet._scripts_refused and app.AsyncResult(task_id).get(timeout=5) == 5
