@@ -10,12 +10,13 @@ import pytest
 from celery.utils.time import timezone
 from celery.worker.request import Request
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from kombu.asynchronous.timer import to_timestamp
 from kombu.message import Message
 
 from fleet.celery_app import FleetCelery
 from fleet.worker.parking import _seconds_until
-from fleet.worker.protocol import REASONS, check_message
+from fleet.worker.protocol import REASONS, _too_deep, check_message
 from tests.support.hostile import Hostile, corpus, from_corpus
 from tests.support.hostile_fuzz import hostile_messages
 
@@ -75,3 +76,27 @@ def test_what_the_check_lets_through_celery_accepts(hostile: Hostile, celery_app
         assert rejection.reason in REASONS
     else:
         _as_celery_would(celery_app, message)
+
+
+def _depth(value: Any) -> int:
+    """How deep lists and objects nest in ``value``, by the definition (recursive): 0 for a scalar."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4),
+    max_leaves=40,
+)
+
+
+@pytest.mark.pure
+@settings(max_examples=400, deadline=None)
+@given(value=JSON_VALUES, limit=st.integers(min_value=1, max_value=6))
+def test_the_nesting_check_says_what_the_recursive_definition_says(value: Any, limit: int) -> None:
+    """The level-by-level walk (fleet.worker.protocol._too_deep) against depth > limit."""
+    assert _too_deep(value, limit) == (_depth(value) > limit)
