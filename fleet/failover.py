@@ -22,6 +22,9 @@ from typing import Any
 
 from celery.app.amqp import AMQP
 from kombu import Connection
+from kombu.transport import pyamqp
+
+from fleet.read_ahead import FleetAMQPTransport
 
 #: Seconds between full rounds of the failover list while no node answers: the
 #: first retry after 0.2 s, then +0.3 s per round up to 1 s, so a worker consumes
@@ -31,7 +34,12 @@ RECONNECT: dict[str, float] = {"interval_start": 0.2, "interval_step": 0.3, "int
 
 
 class FailoverConnection(Connection):
-    """A kombu connection whose reconnect intervals default to the transport options'."""
+    """A kombu connection whose reconnect intervals default to the transport options', reading
+    ahead on plain-TCP py-amqp (fleet.read_ahead)."""
+
+    def get_transport_cls(self) -> type:
+        transport_cls = super().get_transport_cls()
+        return FleetAMQPTransport if transport_cls is pyamqp.Transport else transport_cls
 
     def ensure_connection(self, errback: Any = None, max_retries: int | None = None, **kwargs: Any) -> Connection:
         for name in ("interval_start", "interval_step", "interval_max"):

@@ -1,0 +1,123 @@
+"""Reading ahead (fleet.read_ahead): the same frames as py-amqp reads, from far fewer ``recv`` calls,
+a partial frame kept across a timeout, and every connection of fleet's app reading that way."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from itertools import pairwise
+
+import pytest
+from amqp.transport import TCPTransport
+from kombu import Queue
+
+from fleet.read_ahead import READ_AHEAD, ReadAheadTCPTransport
+
+
+def _frame(kind: int, channel: int, payload: bytes) -> bytes:
+    return struct.pack(">BHI", kind, channel, len(payload)) + payload + b"\xce"
+
+
+FRAMES = [
+    (random.Random(seed).choice((1, 2, 3)), seed % 7, os.urandom(size))
+    for seed, size in enumerate([0, 1, 6, 7, 8, 120, 600, READ_AHEAD - 8, READ_AHEAD, READ_AHEAD + 1, 70_000] * 20)
+]
+
+
+class _Counted:
+    """The socket's ``recv``, counted."""
+
+    def __init__(self, recv: object) -> None:
+        self.recv = recv
+        self.calls = 0
+
+    def __call__(self, size: int) -> bytes:
+        self.calls += 1
+        return self.recv(size)  # type: ignore[operator]
+
+
+def _reader(sock: socket.socket, cls: type[TCPTransport]) -> tuple[TCPTransport, _Counted]:
+    transport = cls.__new__(cls)  # no connect: the socket is one end of a pair
+    transport.sock, transport.raise_on_initial_eintr, transport.connected = sock, True, True
+    transport._setup_transport()
+    counted = transport._quick_recv = _Counted(transport._quick_recv)
+    return transport, counted
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    ours, theirs = socket.socketpair()
+    yield ours, theirs
+    ours.close()
+    theirs.close()
+
+
+def _send(sock: socket.socket, data: bytes, pieces: int) -> threading.Thread:
+    """``data`` written in ``pieces`` uneven writes from a thread (a broker's segments arrive so)."""
+    cuts = sorted(random.Random(pieces).sample(range(1, len(data)), pieces - 1)) if pieces > 1 else []
+    bounds = [0, *cuts, len(data)]
+    writer = threading.Thread(target=lambda: [sock.sendall(data[a:b]) for a, b in pairwise(bounds)])
+    writer.start()
+    return writer
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("pieces", [1, 37, 2000])
+def test_it_reads_the_frames_py_amqp_reads_with_far_fewer_recv_calls(
+    pair: tuple[socket.socket, socket.socket], pieces: int
+) -> None:
+    ours, theirs = pair
+    stream = b"".join(_frame(*frame) for frame in FRAMES)
+    results = {}
+    for cls in (TCPTransport, ReadAheadTCPTransport):
+        transport, recv = _reader(ours, cls)
+        writer = _send(theirs, stream, pieces)
+        with transport.having_timeout(10):
+            results[cls] = [transport.read_frame() for _ in FRAMES], recv.calls
+        writer.join()
+        assert transport._read_buffer == b""
+    (plain, plain_calls), (ahead, ahead_calls) = results[TCPTransport], results[ReadAheadTCPTransport]
+    assert plain == ahead == FRAMES
+    assert plain_calls > 2.5 * len(FRAMES)  # header, payload (unless empty), end octet: a recv each
+    if pieces == 1:  # small frames share a recv (large ones take several either way)
+        assert ahead_calls < plain_calls / 2
+
+
+@pytest.mark.pure
+def test_a_partial_frame_survives_a_read_timeout(pair: tuple[socket.socket, socket.socket]) -> None:
+    ours, theirs = pair
+    transport, _ = _reader(ours, ReadAheadTCPTransport)
+    first, second = _frame(1, 1, b"x" * 50), _frame(3, 2, b"body")
+    theirs.sendall(first[:30])
+    with transport.having_timeout(0.05), pytest.raises(TimeoutError):
+        transport.read_frame()
+    theirs.sendall(first[30:] + second)
+    with transport.having_timeout(5):
+        assert transport.read_frame() == (1, 1, b"x" * 50)
+        assert transport.read_frame() == (3, 2, b"body")
+    ours.setblocking(False)  # as the worker's event loop reads: nothing buffered, nothing waiting
+    with transport.having_timeout(0), pytest.raises(TimeoutError):
+        transport._read(7, initial=True)
+
+
+def test_every_connection_of_the_fleet_app_reads_ahead(celery_app: object) -> None:
+    with celery_app.connection_for_read() as connection:  # type: ignore[attr-defined]
+        connection.connect()
+        assert isinstance(connection.connection.transport, ReadAheadTCPTransport)
+    with celery_app.connection_for_write() as connection:  # type: ignore[attr-defined]
+        connection.connect()
+        assert isinstance(connection.connection.transport, ReadAheadTCPTransport)
+        queue = Queue(f"read-ahead-{uuid.uuid4()}", auto_delete=True)
+        queue(connection.default_channel).declare()  # kombu's channel: its queue arguments and all
+        with connection.Producer() as producer:
+            producer.publish({"n": 1}, routing_key=queue.name, serializer="json")
+        deadline, message = time.monotonic() + 10, None
+        while message is None and time.monotonic() < deadline:  # published unconfirmed: it may take a moment
+            message = queue(connection.default_channel).get(no_ack=True)
+        assert message is not None and message.payload == {"n": 1}
