@@ -103,7 +103,7 @@ def _too_deep(value: Any, limit: int = MAX_NESTING) -> bool:
 
     Level by level, iteratively (the point is a value too deep to recurse on), and only
     containers are carried to the next level: scalars, most of any message, are looked at
-    once (25 -> 8 µs for the check of a whole Celery message).
+    once (28 -> 20 µs for the check of a whole Celery message, in process).
     """
     level = [value] if isinstance(value, list | dict) else []
     depth = 1
