@@ -1,4 +1,5 @@
-"""py-amqp reading ahead: one ``recv`` for many frames instead of three system calls a frame.
+"""py-amqp reading ahead (one ``recv`` for many frames instead of three system calls a frame)
+and writing many frames at once.
 
 py-amqp's TCP transport reads exactly what it needs next: a frame's 7-byte header,
 its payload, its end octet, one ``recv`` each, so nine for every delivery (method,
@@ -9,6 +10,10 @@ what came. Nothing else changes: the bytes not yet used stay in py-amqp's own
 timeout, and the worker's event loop drains the connection until a read would block,
 so no frame waits in the buffer while the loop sleeps on the socket.
 
+Writes go the other way round: :meth:`ReadAheadTCPTransport.corked` holds the frames
+written inside it and sends them in one ``sendall``, for the worker's acks that come
+due in one turn of its event loop (fleet.worker.consumer).
+
 :class:`FleetAMQPTransport` is kombu's ``pyamqp`` transport on that reader; every
 connection of fleet's Celery app uses it (fleet.failover). ``amqps://`` keeps
 py-amqp's TLS transport as it is.
@@ -17,6 +22,8 @@ py-amqp's TLS transport as it is.
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from amqp.transport import TCPTransport
@@ -29,7 +36,34 @@ _RETRY = (errno.EAGAIN, errno.EINTR)
 
 
 class ReadAheadTCPTransport(TCPTransport):
-    """py-amqp's TCP transport, reading up to :data:`READ_AHEAD` bytes per ``recv``."""
+    """py-amqp's TCP transport, reading up to :data:`READ_AHEAD` bytes per ``recv``; writes made
+    inside :meth:`corked` go out in one ``sendall``."""
+
+    _corked: list[bytes] | None = None
+
+    @contextmanager
+    def corked(self) -> Iterator[None]:
+        """Hold every write until the block ends, then send them in one system call.
+
+        For the worker's acks: those that came due in one turn of its event loop
+        (fleet.worker.consumer). Frames stay whole and in order; only their sending waits.
+        """
+        if self._corked is not None:  # nested: the outer block sends
+            yield
+            return
+        self._corked = []
+        try:
+            yield
+        finally:
+            held, self._corked = self._corked, None
+            if held:
+                super().write(b"".join(held))
+
+    def write(self, s: bytes) -> None:
+        if self._corked is not None:
+            self._corked.append(bytes(s))  # a copy: py-amqp writes views of one buffer it reuses per frame
+        else:
+            super().write(s)
 
     def _read(self, n: int, initial: bool = False, _errnos: tuple[int, ...] = _RETRY) -> bytes:
         """Exactly ``n`` bytes: py-amqp's ``TCPTransport._read`` but for the size asked of ``recv``."""

@@ -121,3 +121,28 @@ def test_every_connection_of_the_fleet_app_reads_ahead(celery_app: object) -> No
         while message is None and time.monotonic() < deadline:  # published unconfirmed: it may take a moment
             message = queue(connection.default_channel).get(no_ack=True)
         assert message is not None and message.payload == {"n": 1}
+
+
+@pytest.mark.pure
+def test_corked_writes_wait_for_the_block_end_and_keep_each_frame_as_it_was_written(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """py-amqp writes a view of one buffer it reuses for every frame: what the cork holds must be a copy."""
+    ours, theirs = pair
+    transport, _ = _reader(ours, ReadAheadTCPTransport)
+    reused = bytearray(_frame(1, 1, b"ack-1"))
+    view = memoryview(reused)
+    theirs.setblocking(False)
+    with transport.corked():
+        transport.write(view[:])
+        reused[:] = _frame(1, 1, b"ack-2")
+        transport.write(view[:])
+        with transport.corked():  # nested: the outer block sends
+            transport.write(b"")
+        with pytest.raises(BlockingIOError):
+            theirs.recv(100)  # nothing sent yet
+    theirs.setblocking(True)
+    expected = _frame(1, 1, b"ack-1") + _frame(1, 1, b"ack-2")
+    assert theirs.recv(100) == expected
+    transport.write(b"direct")
+    assert theirs.recv(100) == b"direct"

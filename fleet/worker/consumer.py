@@ -13,13 +13,18 @@ far-future ETAs park in ``fleet.delay.*`` queues (fleet.worker.parking).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
+from contextlib import nullcontext
+from functools import partial
 from typing import Any
 
 from celery import signals
 from celery.worker.consumer import Consumer
+from kombu.message import Message
 from vine import promise
 
+from fleet.read_ahead import ReadAheadTCPTransport
 from fleet.worker.protocol import MessageRejected, check_message
 
 logger = logging.getLogger("fleet.consumer")
@@ -41,6 +46,11 @@ class FleetConsumer(Consumer):
     class Blueprint(Consumer.Blueprint):
         default_steps = [step for step in Consumer.Blueprint.default_steps if step != NATIVE_DELAYED_DELIVERY]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acks: list[Callable[[], Any]] = []  # due, not yet written (call_soon_ack)
+        self._acks_lock = threading.Lock()  # pool threads add, the event loop writes
+
     def create_task_handler(self, promise: Any = promise) -> Callable[[Any], None]:
         handle = super().create_task_handler(promise)
         # A lost connection must still reach the blueprint (it reconnects); a broken channel
@@ -61,6 +71,30 @@ class FleetConsumer(Consumer):
                 self.dead_letter(message, MessageRejected("error", f"handling it raised {exc!r}"))
 
         return on_task_received
+
+    def call_soon_ack(self, p: Any, *args: Any, **kwargs: Any) -> Any:
+        """Acks that come due in one turn of the event loop are written together: one ``sendall``
+        for all of them (fleet.read_ahead), not one each. Each is still its own ``basic.ack``,
+        written in the same loop turn as before; rejects keep Celery's path."""
+        if self.hub is None or getattr(p, "__func__", None) is not Message.ack_log_error:
+            return super().call_soon_ack(p, *args, **kwargs)
+        with self._acks_lock:
+            self._acks.append(partial(p, *args, **kwargs))
+            first = len(self._acks) == 1
+        if first:
+            self.hub.call_soon(self._write_acks)
+        return None
+
+    def _write_acks(self) -> None:
+        with self._acks_lock:
+            acks, self._acks = self._acks, []
+        transport = getattr(getattr(self.connection, "connection", None), "transport", None)
+        try:
+            with transport.corked() if isinstance(transport, ReadAheadTCPTransport) else nullcontext():
+                for ack in acks:
+                    ack()  # kombu's ack_log_error: a dead channel is logged, not raised
+        except self.connection_errors as exc:  # the corked write: the connection died under it
+            logger.critical("could not write %d acks: %r (RabbitMQ redelivers them)", len(acks), exc)
 
     def dead_letter(self, message: Any, rejection: MessageRejected) -> None:
         """Reject ``message`` into ``<queue>.dlq`` (unless already done) and report why."""
