@@ -118,6 +118,15 @@ def ledger() -> Iterator[Ledger]:
     ledger.drop()
 
 
+@pytest.fixture(scope="module")
+def pure_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetCelery]:
+    """A fleet app that builds messages and never connects (its broker URL is a closed port): pure tests."""
+    env = {"FLEET_VAR_DIR": str(tmp_path_factory.mktemp("pure")), "CELERY_BROKER_URL": "amqp://guest@127.0.0.1:1//"}
+    app = create_celery(load_settings(env))
+    yield app
+    app.close()
+
+
 @pytest.fixture(scope="session")
 def settings(fleet_env: dict[str, str]) -> Settings:
     return load_settings(fleet_env)

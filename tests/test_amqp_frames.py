@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,10 +20,9 @@ from hypothesis import strategies as st
 from kombu import Exchange, Queue
 
 from fleet.amqp_frames import CHUNK, encode_publishes, publish_frames
-from fleet.celery_app import FleetCelery, create_celery
+from fleet.celery_app import FleetCelery
 from fleet.confirm_streams import QUEUED, WRITTEN, Pending, Ticket, _Stream
 from fleet.messages import TaskMessage, TaskMessages
-from fleet.settings import load_settings
 from tests.test_publish import CALLS
 
 pytestmark = pytest.mark.pure
@@ -94,14 +92,6 @@ def _publish_frames_bytes(items: list[TaskMessage], frame_max: int) -> tuple[byt
 
 def _item(message: amqp.Message, routing_key: str = "default", exchange: str = "") -> TaskMessage:
     return TaskMessage("id", "tasks.x", QUEUE, exchange, routing_key, None, message)
-
-
-@pytest.fixture(scope="module")
-def pure_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetCelery]:
-    env = {"FLEET_VAR_DIR": str(tmp_path_factory.mktemp("frames")), "CELERY_BROKER_URL": "amqp://guest@127.0.0.1:1//"}
-    app = create_celery(load_settings(env))
-    yield app
-    app.close()
 
 
 def test_fleets_own_messages_are_written_byte_for_byte(pure_app: FleetCelery) -> None:

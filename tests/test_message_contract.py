@@ -16,7 +16,6 @@ from __future__ import annotations
 import inspect
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,8 @@ import amqp
 import pytest
 from kombu import Connection, Producer
 
-from fleet.celery_app import FleetCelery, create_celery
+from fleet.celery_app import FleetCelery
 from fleet.messages import TaskMessages
-from fleet.settings import load_settings
 from tests.test_publish import CALLS
 
 pytestmark = pytest.mark.pure
@@ -36,14 +34,6 @@ pytestmark = pytest.mark.pure
 TIMED_HEADERS = {"fleet_published_at", "eta", "expires"}
 #: kombu's in-memory transport bookkeeping, not part of the AMQP message
 TRANSPORT_PROPERTIES = {"body_encoding", "delivery_tag", "delivery_info"}
-
-
-@pytest.fixture(scope="module")
-def pure_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetCelery]:
-    env = {"FLEET_VAR_DIR": str(tmp_path_factory.mktemp("contract")), "CELERY_BROKER_URL": "amqp://guest@127.0.0.1:1//"}
-    app = create_celery(load_settings(env))
-    yield app
-    app.close()
 
 
 def _celerys(app: FleetCelery, name: str, args: Any, kwargs: Any, options: dict[str, Any], task_id: str) -> Any:

@@ -116,6 +116,16 @@ def test_node_names_map_back_to_their_pool() -> None:
     assert pool_of("celery@host") == "celery"
 
 
+def _paused_script(source: str, *args: str) -> subprocess.Popen:
+    """``python -c source *args``, once it printed ``args[-1]``: it then waits for a line on stdin."""
+    script = subprocess.Popen(
+        [sys.executable, "-c", source, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    assert script.stdout is not None and script.stdin is not None
+    assert script.stdout.readline().strip() == args[-1]
+    return script
+
+
 RECEIVED_FLUSH = """
 import sys, threading, types
 from pathlib import Path
@@ -145,15 +155,7 @@ metrics.flush_received()
 
 def test_messages_received_are_counted_in_memory_and_written_once_by_any_flush(tmp_path: Path) -> None:
     """``fleet_tasks_received`` is written by the exporter's tick and before every scrape, never twice."""
-    script = subprocess.Popen(
-        [sys.executable, "-c", RECEIVED_FLUSH, str(tmp_path), "counted"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert script.stdout is not None and script.stdin is not None
-    assert script.stdout.readline().strip() == "counted"
+    script = _paused_script(RECEIVED_FLUSH, str(tmp_path), "counted")
 
     def received(task: str) -> float:
         return _totals(tmp_path).get(("fleet_tasks_received_total", (("queue", "default"), ("task", task))), 0)
@@ -194,7 +196,7 @@ for number, (runtime, state, waited) in enumerate(runs):
     clock.now += runtime
     metrics.run_ended(task, r, f"id-{number}", state)
 metrics.run_started(task, request(None), "still-running")
-print("ran", flush=True)
+print(sys.argv[2], flush=True)
 sys.stdin.readline()
 metrics.flush()
 """
@@ -202,15 +204,7 @@ metrics.flush()
 
 def _runs_written(directory: Path, mode: str) -> tuple[dict, dict]:
     """The series a worker's metrics write for the same runs: before and after a flush."""
-    script = subprocess.Popen(
-        [sys.executable, "-c", RUNS, str(directory), mode],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert script.stdout is not None and script.stdin is not None
-    assert script.stdout.readline().strip() == "ran"
+    script = _paused_script(RUNS, str(directory), mode)
     before = _totals(directory)
     script.stdin.write("\n")
     script.stdin.close()
