@@ -99,8 +99,8 @@ def test_an_importable_librabbitmq_does_not_take_over_fleet_connections(own_vhos
     assert seen["plain_kombu"] == "librabbitmq"
     assert seen["plain_transport"] == "kombu.transport.librabbitmq"
     # ...but every fleet connection stays on py-amqp and really talks to RabbitMQ.
-    assert seen["write"] == "kombu.transport.pyamqp.Transport"
-    assert seen["read"] == "kombu.transport.pyamqp.Transport"
+    assert seen["write"] == "fleet.read_ahead.FleetAMQPTransport"  # kombu's pyamqp transport, reading ahead
+    assert seen["read"] == "fleet.read_ahead.FleetAMQPTransport"
     assert seen["confirmed_ids"] == 3
     assert len(drain(vhost.url, "default")) == 3
 
