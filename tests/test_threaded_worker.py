@@ -102,7 +102,9 @@ def test_hard_limit_replaces_the_process_dead_letters_the_task_and_redelivers_th
 def test_kill_9_of_one_process_under_load_loses_nothing(
     private_env: dict[str, str], private_app: FleetCelery, ledger: Ledger, log_dir: Path
 ) -> None:
-    accepted = publish_many(private_app, [("tests.record", (ledger.key, 0.02), {}) for _ in range(400)])
+    # 400 x 0.2 s over 2 workers x 2 processes x 4 threads: ~5 s of work, so the kill lands mid-load
+    # however fast the worker or slow the host (0.02 s tasks finished inside one 50 ms poll on CI)
+    accepted = publish_many(private_app, [("tests.record", (ledger.key, 0.2), {}) for _ in range(400)])
     first = start_worker("default", private_env, log_dir, *THREADS, index=0)
     second = start_worker("default", private_env, log_dir, *THREADS, index=1)
     try:
