@@ -47,7 +47,8 @@ def test_broker_killed_and_restarted_with_2000_confirmed_tasks_queued(
 def test_worker_killed_under_load_redelivers_its_unacked_tasks(
     private_env: dict[str, str], private_app: FleetCelery, ledger: Ledger, log_dir: Path
 ) -> None:
-    accepted = publish_many(private_app, [("tests.record", (ledger.key, 0.05), {}) for _ in range(300)])
+    # ~4 s of work on one worker: the kill lands mid-load however fast the worker
+    accepted = publish_many(private_app, [("tests.record", (ledger.key, 0.1), {}) for _ in range(300)])
     worker = start_worker("default", private_env, log_dir)
     deadline = time.monotonic() + 60
     while len(ledger.completions()) < 50 and time.monotonic() < deadline:
