@@ -19,8 +19,8 @@ from tests.support.beat_entries import TICK_EXPIRES, TICK_NAME, TICK_SECONDS
 
 #: a takeover may make one run this much later than its interval (lock retry + tick period + a loaded machine)
 TAKEOVER_SLACK = 3.0
-#: watched before the first kill and after each of the two: three minutes in all
-PHASE_SECONDS = 60
+#: watched before the first kill and after each of the two (three lock heartbeats each): 90 s in all
+PHASE_SECONDS = 30
 
 
 def _start_beat(env: dict[str, str], name: str, tmp_path: Path, log_dir: Path) -> FleetProcess:
