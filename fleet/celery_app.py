@@ -178,9 +178,10 @@ def create_celery(settings: Settings | None = None) -> FleetCelery:
     # publishing, not only inside a worker.
     app.loader.import_default_modules()
     from fleet.metrics import setup as metrics
-    from fleet.worker import tasklog
+    from fleet.worker import logwrites, tasklog
 
     tasklog.connect()
+    logwrites.connect()
     celery_signals.worker_init.connect(build_flask_app, dispatch_uid="fleet.flask_app", weak=False)
     if settings.metrics_enabled:
         metrics.connect(app)

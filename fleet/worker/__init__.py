@@ -12,7 +12,8 @@ One concern per module:
   on timeout, metered, once per id), readable in one place;
 - :mod:`~fleet.worker.dedup` decides whether a delivery already ran (a task id runs once);
 - :mod:`~fleet.worker.health` writes the liveness/readiness files and reads them for the probes;
-- :mod:`~fleet.worker.tasklog` logs every task outcome.
+- :mod:`~fleet.worker.tasklog` logs every task outcome;
+- :mod:`~fleet.worker.logwrites` writes the log lines in batches (one write, not one per task).
 
 What stays outside, and why: :mod:`fleet.celery_app` builds the Celery app the API,
 beat and CLI publish with as well; :mod:`fleet.beat` is its own process (one leader among
