@@ -88,3 +88,16 @@ def test_a_server_refusing_scripts_gets_celerys_writes(private_env: dict[str, st
         fleet.mark_as_done(task_id, 5, request=REQUEST)
         fleet.mark_as_failure(task_id, KeyError("late"), request=REQUEST)
         assert fleet._scripts_refused and app.AsyncResult(task_id).get(timeout=5) == 5
+
+
+def test_the_result_client_parses_replies_with_hiredis(private_env: dict[str, str], redis_url: str) -> None:  # noqa: F811
+    """hiredis is pinned: redis-py's C reply parser halves the client's CPU per result read or write."""
+    with app_for({**private_env, "CELERY_RESULT_BACKEND": redis_url}) as app:
+        pool = app.backend.client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_command("PING")
+            assert connection.read_response() in (b"PONG", "PONG")
+            assert type(connection._parser).__name__ == "_HiredisParser"
+        finally:
+            pool.release(connection)
