@@ -1,13 +1,14 @@
-"""The worker's batched log lines (fleet.worker.logwrites): INFO lines arrive within the interval,
-a warning writes everything before it at once and in order, nothing is lost at close, a fork
-writes no line twice, and only Celery's stderr handler is swapped. Real files, real forks."""
+"""The batched success lines (fleet.worker.logwrites): they arrive within the interval, any other
+line (a warning, the worker's own INFO) writes everything before it at once and in order, nothing
+is lost at close, a fork writes no line twice, and only Celery's stderr handler is swapped.
+Real files, real forks."""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,12 +23,20 @@ def log_file(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "worker.log"
 
 
-def _logger(handler: logging.Handler) -> logging.Logger:
-    logger = logging.getLogger(f"test.logwrites.{time.monotonic_ns()}")
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    return logger
+@pytest.fixture
+def attach() -> Iterator[Callable[[logging.Handler], logging.Logger]]:
+    """The per-task lines' logger (fleet.tasks) writing to one handler only, restored afterwards."""
+    logger = logging.getLogger("fleet.tasks")
+    saved = logger.handlers[:], logger.propagate, logger.level
+
+    def attach(handler: logging.Handler) -> logging.Logger:
+        logger.handlers = [handler]
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+        return logger
+
+    yield attach
+    logger.handlers, logger.propagate, logger.level = saved
 
 
 def _wait_for(path: Path, text: str, timeout: float = 5) -> str:
@@ -37,34 +46,43 @@ def _wait_for(path: Path, text: str, timeout: float = 5) -> str:
     return content
 
 
-def test_info_lines_wait_for_the_writer_and_a_warning_writes_everything_before_it_in_order(log_file: Path) -> None:
+def test_success_lines_wait_for_the_writer_and_any_other_line_writes_everything_before_it(
+    log_file: Path, attach: Callable[[logging.Handler], logging.Logger]
+) -> None:
     with log_file.open("w") as stream:
         handler = BatchedStreamHandler(stream, interval=3600)  # the writer never wakes in this test
-        logger = _logger(handler)
+        logger = attach(handler)
         logger.info("first")
         logger.info("second")
-        assert log_file.read_text() == "", "INFO lines are buffered"
+        assert log_file.read_text() == "", "the per-task INFO lines are buffered"
         logger.warning("third")
         assert log_file.read_text() == "first\nsecond\nthird\n", "a warning is written at once, after what came before"
         logger.info("fourth")
+        handler.handle(logging.makeLogRecord({"name": "celery.apps.worker", "levelno": logging.INFO, "msg": "ready."}))
+        assert log_file.read_text().endswith("third\nfourth\nready.\n"), "the worker's own INFO lines are never late"
+        logger.info("fifth")
         handler.close()
-    assert log_file.read_text().endswith("third\nfourth\n"), "close writes what is left"
+    assert log_file.read_text().endswith("ready.\nfifth\n"), "close writes what is left"
 
 
-def test_the_writer_writes_info_lines_within_its_interval(log_file: Path) -> None:
+def test_the_writer_writes_success_lines_within_its_interval(
+    log_file: Path, attach: Callable[[logging.Handler], logging.Logger]
+) -> None:
     with log_file.open("w") as stream:
         handler = BatchedStreamHandler(stream, interval=0.05)
-        logger = _logger(handler)
+        logger = attach(handler)
         logger.info("quiet period line")
         content = _wait_for(log_file, "quiet period line")
         handler.close()
     assert content == "quiet period line\n"
 
 
-def test_a_full_buffer_is_written_without_waiting(log_file: Path) -> None:
+def test_a_full_buffer_is_written_without_waiting(
+    log_file: Path, attach: Callable[[logging.Handler], logging.Logger]
+) -> None:
     with log_file.open("w") as stream:
         handler = BatchedStreamHandler(stream, interval=3600)
-        logger = _logger(handler)
+        logger = attach(handler)
         for n in range(MAX_BUFFERED):
             logger.info("line %d", n)
         written = log_file.read_text().splitlines()
@@ -72,10 +90,12 @@ def test_a_full_buffer_is_written_without_waiting(log_file: Path) -> None:
     assert written == [f"line {n}" for n in range(MAX_BUFFERED)]
 
 
-def test_a_forked_child_writes_its_own_lines_and_never_its_parents_again(log_file: Path) -> None:
+def test_a_forked_child_writes_its_own_lines_and_never_its_parents_again(
+    log_file: Path, attach: Callable[[logging.Handler], logging.Logger]
+) -> None:
     with log_file.open("w") as stream:
         handler = BatchedStreamHandler(stream, interval=3600)
-        logger = _logger(handler)
+        logger = attach(handler)
         logger.info("parent before fork")  # buffered when the child is forked
         pid = os.fork()
         if pid == 0:  # the child: its exit path (logging.shutdown) flushes, then one line of its own

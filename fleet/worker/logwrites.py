@@ -1,14 +1,15 @@
-"""The worker's log lines written in batches: one write per batch instead of one per line.
+"""The per-task success lines written in batches: one write per batch instead of one per task.
 
 Every task logs one INFO line (:mod:`fleet.worker.tasklog`). Written one at a time, each line
 is a write syscall made under the handler's lock: the thread gives up the GIL for the
 syscall and the pool's other threads queue on the lock behind it. In ``bench.ab`` that line
-cost 9% of a no-op task's worker CPU. Here a line is formatted in the thread that logs it
-and buffered; a writer thread writes the buffer every :data:`FLUSH_INTERVAL` seconds, and a
-WARNING or worse writes the buffer and itself at once, so a problem is never reported late
-and lines stay in order. ``logging.shutdown()`` (a normal exit, and fleet's own exits on a
-hard time limit or a timed-out shutdown) writes what is left; a kill -9 loses at most the
-last :data:`FLUSH_INTERVAL` of INFO lines, never a warning.
+cost 9% of a no-op task's worker CPU. Here such a line (INFO or below from a logger in
+:data:`BATCHED`) is formatted in the thread that logs it and buffered; a writer thread writes
+the buffer every :data:`FLUSH_INTERVAL` seconds. Any other line (a warning, the worker's own
+start-up and shutdown lines, a task's own logging) writes the buffer and itself at once, so
+lines stay in order and nothing but success lines is ever late. ``logging.shutdown()`` (a
+normal exit, and fleet's own exits on a hard time limit or a timed-out shutdown) writes what
+is left; a kill -9 loses at most the last :data:`FLUSH_INTERVAL` of success lines.
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ from typing import Any, TextIO
 
 from celery import signals
 
-#: how late an INFO line may reach the log (seconds)
+#: the loggers whose INFO lines are batched: the per-task outcome lines
+BATCHED = frozenset({"fleet.tasks"})
+#: how late a batched line may reach the log (seconds)
 FLUSH_INTERVAL = 0.1
 #: lines buffered before they are written whatever the time
 MAX_BUFFERED = 1000
 
 
 class BatchedStreamHandler(logging.StreamHandler):
-    """A StreamHandler that writes INFO and below in batches (see the module)."""
+    """A StreamHandler that writes the :data:`BATCHED` loggers' INFO lines in batches (see the module)."""
 
     def __init__(self, stream: TextIO, interval: float = FLUSH_INTERVAL) -> None:
         super().__init__(stream)
@@ -46,7 +49,7 @@ class BatchedStreamHandler(logging.StreamHandler):
         if self._writer_pid != os.getpid():
             self._start_writer()
         self._pending.append(line)
-        if record.levelno >= logging.WARNING or len(self._pending) >= MAX_BUFFERED:
+        if record.levelno >= logging.WARNING or record.name not in BATCHED or len(self._pending) >= MAX_BUFFERED:
             self._write_pending()
 
     def flush(self) -> None:
