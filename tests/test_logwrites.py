@@ -23,19 +23,27 @@ def log_file(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "worker.log"
 
 
+Batched = Callable[[float], tuple[BatchedStreamHandler, logging.Logger]]
+
+
 @pytest.fixture
-def attach() -> Iterator[Callable[[logging.Handler], logging.Logger]]:
-    """The per-task lines' logger (fleet.tasks) writing to one handler only, restored afterwards."""
+def batched(log_file: Path) -> Iterator[Batched]:
+    """A BatchedStreamHandler writing ``log_file``, the only handler of the per-task lines'
+    logger (fleet.tasks); the logger is restored afterwards."""
     logger = logging.getLogger("fleet.tasks")
     saved = logger.handlers[:], logger.propagate, logger.level
+    streams = []
 
-    def attach(handler: logging.Handler) -> logging.Logger:
-        logger.handlers = [handler]
-        logger.propagate = False
+    def batched(interval: float) -> tuple[BatchedStreamHandler, logging.Logger]:
+        streams.append(stream := log_file.open("w"))
+        handler = BatchedStreamHandler(stream, interval=interval)
+        logger.handlers, logger.propagate = [handler], False
         logger.setLevel(logging.INFO)
-        return logger
+        return handler, logger
 
-    yield attach
+    yield batched
+    for stream in streams:
+        stream.close()
     logger.handlers, logger.propagate, logger.level = saved
 
 
@@ -47,67 +55,53 @@ def _wait_for(path: Path, text: str, timeout: float = 5) -> str:
 
 
 def test_success_lines_wait_for_the_writer_and_any_other_line_writes_everything_before_it(
-    log_file: Path, attach: Callable[[logging.Handler], logging.Logger]
+    log_file: Path, batched: Batched
 ) -> None:
-    with log_file.open("w") as stream:
-        handler = BatchedStreamHandler(stream, interval=3600)  # the writer never wakes in this test
-        logger = attach(handler)
-        logger.info("first")
-        logger.info("second")
-        assert log_file.read_text() == "", "the per-task INFO lines are buffered"
-        logger.warning("third")
-        assert log_file.read_text() == "first\nsecond\nthird\n", "a warning is written at once, after what came before"
-        logger.info("fourth")
-        handler.handle(logging.makeLogRecord({"name": "celery.apps.worker", "levelno": logging.INFO, "msg": "ready."}))
-        assert log_file.read_text().endswith("third\nfourth\nready.\n"), "the worker's own INFO lines are never late"
-        logger.info("fifth")
-        handler.close()
+    handler, logger = batched(3600)  # the writer never wakes in this test
+    logger.info("first")
+    logger.info("second")
+    assert log_file.read_text() == "", "the per-task INFO lines are buffered"
+    logger.warning("third")
+    assert log_file.read_text() == "first\nsecond\nthird\n", "a warning is written at once, after what came before"
+    logger.info("fourth")
+    handler.handle(logging.makeLogRecord({"name": "celery.apps.worker", "levelno": logging.INFO, "msg": "ready."}))
+    assert log_file.read_text().endswith("third\nfourth\nready.\n"), "the worker's own INFO lines are never late"
+    logger.info("fifth")
+    handler.close()
     assert log_file.read_text().endswith("ready.\nfifth\n"), "close writes what is left"
 
 
-def test_the_writer_writes_success_lines_within_its_interval(
-    log_file: Path, attach: Callable[[logging.Handler], logging.Logger]
-) -> None:
-    with log_file.open("w") as stream:
-        handler = BatchedStreamHandler(stream, interval=0.05)
-        logger = attach(handler)
-        logger.info("quiet period line")
-        content = _wait_for(log_file, "quiet period line")
-        handler.close()
+def test_the_writer_writes_success_lines_within_its_interval(log_file: Path, batched: Batched) -> None:
+    handler, logger = batched(0.05)
+    logger.info("quiet period line")
+    content = _wait_for(log_file, "quiet period line")
+    handler.close()
     assert content == "quiet period line\n"
 
 
-def test_a_full_buffer_is_written_without_waiting(
-    log_file: Path, attach: Callable[[logging.Handler], logging.Logger]
-) -> None:
-    with log_file.open("w") as stream:
-        handler = BatchedStreamHandler(stream, interval=3600)
-        logger = attach(handler)
-        for n in range(MAX_BUFFERED):
-            logger.info("line %d", n)
-        written = log_file.read_text().splitlines()
-        handler.close()
+def test_a_full_buffer_is_written_without_waiting(log_file: Path, batched: Batched) -> None:
+    handler, logger = batched(3600)
+    for n in range(MAX_BUFFERED):
+        logger.info("line %d", n)
+    written = log_file.read_text().splitlines()
+    handler.close()
     assert written == [f"line {n}" for n in range(MAX_BUFFERED)]
 
 
-def test_a_forked_child_writes_its_own_lines_and_never_its_parents_again(
-    log_file: Path, attach: Callable[[logging.Handler], logging.Logger]
-) -> None:
-    with log_file.open("w") as stream:
-        handler = BatchedStreamHandler(stream, interval=3600)
-        logger = attach(handler)
-        logger.info("parent before fork")  # buffered when the child is forked
-        pid = os.fork()
-        if pid == 0:  # the child: its exit path (logging.shutdown) flushes, then one line of its own
-            try:
-                handler.flush()
-                logger.info("child line")
-                handler.flush()
-            finally:
-                os._exit(0)
-        assert os.waitpid(pid, 0)[1] == 0
-        logger.info("parent after fork")
-        handler.close()
+def test_a_forked_child_writes_its_own_lines_and_never_its_parents_again(log_file: Path, batched: Batched) -> None:
+    handler, logger = batched(3600)
+    logger.info("parent before fork")  # buffered when the child is forked
+    pid = os.fork()
+    if pid == 0:  # the child: its exit path (logging.shutdown) flushes, then one line of its own
+        try:
+            handler.flush()
+            logger.info("child line")
+            handler.flush()
+        finally:
+            os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    logger.info("parent after fork")
+    handler.close()
     lines = log_file.read_text().splitlines()
     assert sorted(lines) == ["child line", "parent after fork", "parent before fork"], lines
 
