@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from fleet.worker import tasklog
 from fleet.worker.logwrites import MAX_BUFFERED, BatchedStreamHandler, batch_stderr_lines
 
 pytestmark = pytest.mark.pure
@@ -30,7 +31,7 @@ Batched = Callable[[float], tuple[BatchedStreamHandler, logging.Logger]]
 def batched(log_file: Path) -> Iterator[Batched]:
     """A BatchedStreamHandler writing ``log_file``, the only handler of the per-task lines'
     logger (fleet.tasks); the logger is restored afterwards."""
-    logger = logging.getLogger("fleet.tasks")
+    logger = tasklog.logger
     saved = logger.handlers[:], logger.propagate, logger.level
     streams = []
 

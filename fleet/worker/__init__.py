@@ -13,7 +13,7 @@ One concern per module:
 - :mod:`~fleet.worker.dedup` decides whether a delivery already ran (a task id runs once);
 - :mod:`~fleet.worker.health` writes the liveness/readiness files and reads them for the probes;
 - :mod:`~fleet.worker.tasklog` logs every task outcome;
-- :mod:`~fleet.worker.logwrites` writes the log lines in batches (one write, not one per task).
+- :mod:`~fleet.worker.logwrites` writes the success lines in batches (one write, not one per task).
 
 What stays outside, and why: :mod:`fleet.celery_app` builds the Celery app the API,
 beat and CLI publish with as well; :mod:`fleet.beat` is its own process (one leader among

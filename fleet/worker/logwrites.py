@@ -3,7 +3,7 @@
 Every task logs one INFO line (:mod:`fleet.worker.tasklog`). Written one at a time, each line
 is a write syscall made under the handler's lock: the thread gives up the GIL for the
 syscall and the pool's other threads queue on the lock behind it. In ``bench.ab`` that line
-cost 9% of a no-op task's worker CPU. Here such a line (INFO or below from a logger in
+cost about 8% of a no-op task's worker CPU. Here such a line (INFO or below from a logger in
 :data:`BATCHED`) is formatted in the thread that logs it and buffered; a writer thread writes
 the buffer every :data:`FLUSH_INTERVAL` seconds. Any other line (a warning, the worker's own
 start-up and shutdown lines, a task's own logging) writes the buffer and itself at once, so
@@ -21,8 +21,10 @@ from typing import Any, TextIO
 
 from celery import signals
 
+from fleet.worker import tasklog
+
 #: the loggers whose INFO lines are batched: the per-task outcome lines
-BATCHED = frozenset({"fleet.tasks"})
+BATCHED = frozenset({tasklog.logger.name})
 #: how late a batched line may reach the log (seconds)
 FLUSH_INTERVAL = 0.1
 #: lines buffered before they are written whatever the time
