@@ -35,7 +35,9 @@ STARTED write both run; tasks with ``ignore_result`` are not deduplicated
 (nothing is stored to read).
 
 The rule is asked by the worker's Request (:class:`fleet.worker.request.OnceRequest`)
-in its main process, once per delivery.
+once per delivery: in the main process before the delivery goes to a prefork pool; in a
+threaded worker, the held copies in its event loop and the result store in the thread about
+to run the task, so a store's round trip holds up that task alone, not every delivery behind it.
 """
 
 from __future__ import annotations
@@ -81,18 +83,22 @@ def stored_state(backend: Any, task_id: str) -> tuple[str | None, int]:
     return state, retries or 0
 
 
-def duplicate_of(request: Any, threaded: bool = False) -> str | None:
+def duplicate_of(request: Any, threaded: bool = False, held: bool = True, stored: bool = True) -> str | None:
     """Why this delivery must not run (a short reason, :data:`LOST` to retry it), or None to run it.
 
     ``threaded``: the worker runs tasks in threads of its one process (fleet.worker.limits).
+    ``held`` / ``stored``: ask about the copies this worker holds / read the result store; a
+    threaded worker asks the first in its event loop and the second in the task's own thread.
     """
     if request.ignore_result or request.task.ignore_result:
         return None
     attempt = _attempt(request)
     # A redelivery means the copy that held it lost its channel: it can no longer be acked, so this one runs.
     fresh = not (request.delivery_info.get("redelivered") or request.request_dict.get(REPLAY_HEADER))
-    if fresh and held_copy(request) is not None:
+    if held and fresh and held_copy(request) is not None:
         return "another copy is held by this worker"
+    if not stored:
+        return None
     try:
         state, stored_attempt = stored_state(request.task.backend, request.id)
     except Exception:  # noqa: BLE001 - the store is away: run it (at-least-once, never lost)

@@ -26,12 +26,14 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from billiard.einfo import ExceptionInfo
 from celery import concurrency
-from celery.concurrency.thread import TaskPool
+from celery.concurrency.base import apply_target
+from celery.concurrency.thread import ApplyResult, TaskPool
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.worker import state as worker_state
 
@@ -218,12 +220,47 @@ def exit_without_running_tasks(code: int) -> None:
     os._exit(code)
 
 
-class ThreadPool(TaskPool):
-    """Celery's thread pool, except that a cold shutdown does not wait for running threads.
+def _apply(
+    still_runs: Callable[[], bool] | None,
+    target: Callable[..., Any],
+    args: Any,
+    kwargs: Any,
+    callback: Callable[..., Any] | None,
+    accept_callback: Callable[..., Any] | None,
+) -> None:
+    """Celery's ``apply_target`` in a pool thread, once the request says it still runs."""
+    try:
+        runs = still_runs is None or still_runs()
+    except Exception:  # noqa: BLE001 - the check itself failed: run it (at-least-once, never lost)
+        logger.exception("the duplicate check failed; running the task")
+        runs = True
+    if runs:
+        apply_target(target, args, kwargs, callback, accept_callback)
 
-    A timed-out soft shutdown stops the pool; Celery's would join every task thread, i.e. wait
-    up to the hard time limit. Their messages are not acked and go back to the queue.
+
+class ThreadPool(TaskPool):
+    """Celery's thread pool, with two changes.
+
+    - Before a task runs, its thread asks the request whether it still runs
+      (:meth:`fleet.worker.request.OnceRequest.still_runs`, the result store's part of the
+      duplicate check), off the event loop. Celery hands the pool the request's bound methods;
+      the request is the callback's ``__self__``.
+    - A cold shutdown does not wait for running threads: a timed-out soft shutdown stops the
+      pool, and Celery's would join every task thread, i.e. wait up to the hard time limit.
+      Their messages are not acked and go back to the queue.
     """
+
+    def on_apply(
+        self,
+        target: Callable[..., Any],
+        args: Any = None,
+        kwargs: Any = None,
+        callback: Callable[..., Any] | None = None,
+        accept_callback: Callable[..., Any] | None = None,
+        **_: Any,
+    ) -> ApplyResult:
+        still_runs = getattr(getattr(callback, "__self__", None), "still_runs", None)
+        return ApplyResult(self.executor.submit(_apply, still_runs, target, args, kwargs, callback, accept_callback))
 
     def on_stop(self) -> None:
         self.executor.shutdown(wait=not worker_state.should_terminate, cancel_futures=True)
