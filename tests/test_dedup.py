@@ -7,11 +7,15 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from fleet.celery_app import FleetCelery
 from fleet.publish import publish_many
 from fleet.testing.broker import queue_depth
 from fleet.testing.processes import FLEET, FleetProcess, start_worker
+from tests.support.apps import app_for
 from tests.support.ledger import Ledger
+from tests.test_results import redis_url  # noqa: F401 - fixture
 
 
 def _wait_skipped(worker: FleetProcess, count: int, timeout: float = 30) -> None:
@@ -22,26 +26,29 @@ def _wait_skipped(worker: FleetProcess, count: int, timeout: float = 30) -> None
         time.sleep(0.1)
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_the_same_task_id_published_twice_runs_once(
-    private_env: dict[str, str], private_app: FleetCelery, ledger: Ledger, log_dir: Path
+    backend: str, private_env: dict[str, str], ledger: Ledger, log_dir: Path, request: pytest.FixtureRequest
 ) -> None:
-    url = private_app.conf.broker_url
+    """On Redis the stored state is read by the script that stores STARTED (claim_started)."""
+    env = dict(private_env)
+    if backend == "redis":
+        env["CELERY_RESULT_BACKEND"] = request.getfixturevalue("redis_url")
     together, apart = str(uuid.uuid4()), str(uuid.uuid4())
     call = ("tests.record", (ledger.key, 0.2), {})
-    # Two copies queued side by side (as a retried 503 leaves them), and one copy of another id.
-    publish_many(
-        private_app, [(*call, {"task_id": together}), (*call, {"task_id": together}), (*call, {"task_id": apart})]
-    )
-    worker = start_worker("default", private_env, log_dir)
-    try:
-        assert not ledger.wait_for([together, apart], timeout=60).lost
-        _wait_skipped(worker, 1)
-        # A copy arriving after the first run succeeded.
-        publish_many(private_app, [(*call, {"task_id": apart})])
-        _wait_skipped(worker, 2)
-        assert queue_depth(url, "default")[0] == 0
-    finally:
-        worker.stop()
+    with app_for(env) as app:
+        # Two copies queued side by side (as a retried 503 leaves them), and one copy of another id.
+        publish_many(app, [(*call, {"task_id": together}), (*call, {"task_id": together}), (*call, {"task_id": apart})])
+        worker = start_worker("default", env, log_dir)
+        try:
+            assert not ledger.wait_for([together, apart], timeout=60).lost
+            _wait_skipped(worker, 1)
+            # A copy arriving after the first run succeeded.
+            publish_many(app, [(*call, {"task_id": apart})])
+            _wait_skipped(worker, 2)
+            assert queue_depth(app.conf.broker_url, "default")[0] == 0
+        finally:
+            worker.stop()
     assert ledger.completions() == {together: 1, apart: 1}
     log = worker.log()
     assert f"[{apart}] not run again: it already succeeded" in log

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 
 import pytest
+import redis
 from celery import states
 from celery.app.task import Context
 from celery.backends.redis import RedisBackend
@@ -101,3 +103,46 @@ def test_the_result_client_parses_replies_with_hiredis(private_env: dict[str, st
             assert type(connection._parser).__name__ == "_HiredisParser"
         finally:
             pool.release(connection)
+
+
+def test_a_threaded_worker_reads_for_duplicates_and_stores_started_in_one_call(
+    private_env: dict[str, str],
+    log_dir: Path,
+    redis_url: str,  # noqa: F811
+) -> None:
+    """Two calls a task, not three: the duplicate check's read is the STARTED write (claim_started),
+    which stores what Celery's trace would, and the trace's own STARTED write is skipped."""
+    env = {**private_env, "CELERY_RESULT_BACKEND": redis_url}
+    worker = start_worker("default", env, log_dir)
+    try:
+        with app_for(env) as app:
+            assert app.send_task("tasks.add", (0, 0)).get(timeout=30) == 0  # consuming, scripts loaded
+            task_id = str(uuid.uuid4())
+            key = app.backend.get_key_for_task(task_id).decode()
+            channel = app.backend.client.pubsub(ignore_subscribe_messages=True)
+            channel.subscribe(key)
+            calls: list[str] = []
+            with redis.Redis.from_url(redis_url, socket_timeout=30).monitor() as monitor:
+                app.send_task("tasks.add", (2, 3), task_id=task_id)
+                while calls.count("EVALSHA") < 2:
+                    seen = monitor.next_command()
+                    name, command = seen["command"].split()[0], seen["command"]
+                    if seen["client_type"] != "lua" and key in command and name not in ("SUBSCRIBE", "UNSUBSCRIBE"):
+                        calls.append(name)  # the client's calls, not those the script makes
+            assert calls == ["EVALSHA", "EVALSHA"]
+            heard: list[dict] = []
+            deadline = time.monotonic() + 30
+            while not heard or heard[-1]["status"] != "SUCCESS":
+                assert time.monotonic() < deadline, heard
+                if message := channel.get_message(timeout=1):
+                    heard.append(json.loads(message["data"]))
+            channel.close()
+    finally:
+        worker.stop()
+    assert [meta["status"] for meta in heard] == ["STARTED", "SUCCESS"]
+    started = heard[0]
+    assert started["result"]["hostname"] == started["worker"] and started["worker"]
+    assert isinstance(started["result"]["pid"], int)
+    expected = {"name": "tasks.add", "args": [2, 3], "kwargs": {}, "retries": 0, "queue": "default"}
+    assert {field: started[field] for field in expected} == expected
+    assert heard[1]["result"] == 5

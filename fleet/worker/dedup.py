@@ -67,28 +67,37 @@ def held_copy(request: Any) -> Any | None:
     return next(same, None)
 
 
-def stored_state(backend: Any, task_id: str) -> tuple[str | None, int]:
-    """The stored state and attempt (``retries``) of ``task_id``: all the decision reads.
+def stored_state(backend: Any, request: Any, claim: bool = False) -> tuple[str | None, int]:
+    """The stored state and attempt (``retries``) of ``request``'s task: all the decision reads.
 
     The SQL backend answers with one prebuilt SELECT of the two columns
     (:meth:`fleet.results.PooledDatabaseBackend.stored_state`); any other backend
-    through ``get_task_meta``, as Celery reads it.
+    through ``get_task_meta``, as Celery reads it. ``claim``: the request runs next in
+    this thread; the Redis backend stores its STARTED in the same round trip, unless
+    SUCCESS or STARTED is stored (:meth:`fleet.results_redis.OneTripRedisBackend.claim_started`).
     """
-    read = getattr(backend, "stored_state", None)
-    if read is not None:
-        state, retries = read(task_id)
+    claimed = None
+    if claim and request.task.track_started and hasattr(backend, "claim_started"):
+        claimed = backend.claim_started(request)
+    if claimed is not None:
+        state, retries = claimed
+    elif (read := getattr(backend, "stored_state", None)) is not None:
+        state, retries = read(request.id)
     else:
-        meta = backend.get_task_meta(task_id, cache=False)
+        meta = backend.get_task_meta(request.id, cache=False)
         state, retries = meta.get("status"), meta.get("retries")
     return state, retries or 0
 
 
-def duplicate_of(request: Any, threaded: bool = False, held: bool = True, stored: bool = True) -> str | None:
+def duplicate_of(
+    request: Any, threaded: bool = False, held: bool = True, stored: bool = True, claim: bool = False
+) -> str | None:
     """Why this delivery must not run (a short reason, :data:`LOST` to retry it), or None to run it.
 
     ``threaded``: the worker runs tasks in threads of its one process (fleet.worker.limits).
     ``held`` / ``stored``: ask about the copies this worker holds / read the result store; a
-    threaded worker asks the first in its event loop and the second in the task's own thread.
+    threaded worker asks the first in its event loop and the second in the task's own thread,
+    where ``claim`` lets the store record STARTED in the same round trip (:func:`stored_state`).
     """
     if request.ignore_result or request.task.ignore_result:
         return None
@@ -100,7 +109,7 @@ def duplicate_of(request: Any, threaded: bool = False, held: bool = True, stored
     if not stored:
         return None
     try:
-        state, stored_attempt = stored_state(request.task.backend, request.id)
+        state, stored_attempt = stored_state(request.task.backend, request, claim)
     except Exception:  # noqa: BLE001 - the store is away: run it (at-least-once, never lost)
         logger.warning("could not read the state of task %s; running it", request.id, exc_info=True)
         return None

@@ -143,7 +143,7 @@ class OnceRequest(ThreadTerminableRequest):
     def still_runs(self) -> bool:
         """In a threaded worker's pool thread, before the task: the stored state's part of the rule.
         False: not run (acked, or retried as lost), as :meth:`revoked` would have."""
-        return not self._not_run(duplicate_of(self, threaded=True, held=False))
+        return not self._not_run(duplicate_of(self, threaded=True, held=False, claim=True))
 
     def _not_run(self, reason: str | None) -> bool:
         """Act on ``reason`` (:func:`fleet.worker.dedup.duplicate_of`); True if the delivery does not run."""
