@@ -82,3 +82,36 @@ def test_celery_retries_and_dlq_replays_of_the_same_id_still_run(
         worker.stop()
     assert ledger.completions() == {retried: 1, failed: 1}
     assert "not run again" not in worker.log()
+
+
+def test_copies_of_one_id_in_two_threaded_workers_on_redis_run_once(
+    private_env: dict[str, str],
+    ledger: Ledger,
+    log_dir: Path,
+    redis_url: str,  # noqa: F811 - fixture
+) -> None:
+    """The cross-process race the read-then-write check leaves open: each id twice in a row, and
+    RabbitMQ hands consecutive deliveries to alternate consumers, so the two copies reach two worker
+    processes at the same moment. On Redis the read and the STARTED write are one script: one runs."""
+    env = {**private_env, "CELERY_RESULT_BACKEND": redis_url}
+    ids = [str(uuid.uuid4()) for _ in range(60)]
+    call = ("tests.record", (ledger.key, 0.05), {})
+    workers = [start_worker("default", env, log_dir, index=index) for index in (0, 1)]
+    try:
+        with app_for(env) as app:
+            publish_many(app, [(*call, {"task_id": task_id}) for task_id in ids for _ in (0, 1)])
+            assert not ledger.wait_for(ids, timeout=60).lost
+            deadline = time.monotonic() + 30  # until every delivery ran or was skipped
+            while time.monotonic() < deadline and (
+                queue_depth(app.conf.broker_url, "default")[0]
+                or sum(ledger.completions().values()) + sum(w.log().count("not run again") for w in workers)
+                < 2 * len(ids)
+            ):
+                time.sleep(0.1)
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert ledger.completions() == dict.fromkeys(ids, 1)
+    skipped = [worker.log().count("not run again") for worker in workers]
+    assert sum(skipped) == len(ids)
+    assert min(skipped) > 0, skipped  # both processes met copies the other ran: the race was there

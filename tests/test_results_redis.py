@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import redis
@@ -16,6 +19,7 @@ from redis.exceptions import ResponseError
 
 from fleet.results_redis import OneTripRedisBackend
 from fleet.testing.processes import start_worker
+from fleet.worker import dedup
 from tests.support.apps import app_for
 from tests.test_results import redis_url  # noqa: F401 - fixture
 
@@ -146,3 +150,37 @@ def test_a_threaded_worker_reads_for_duplicates_and_stores_started_in_one_call(
     expected = {"name": "tasks.add", "args": [2, 3], "kwargs": {}, "retries": 0, "queue": "default"}
     assert {field: started[field] for field in expected} == expected
     assert heard[1]["result"] == 5
+
+
+def test_two_workers_deciding_on_one_id_at_the_same_moment_let_exactly_one_run(
+    private_env: dict[str, str],
+    redis_url: str,  # noqa: F811 - fixture
+) -> None:
+    """The duplicate check's read is the STARTED write: of two checks of one id at once, one claims it.
+    With a read, then a write, both would read PENDING and both would run."""
+
+    def claimant(backend: RedisBackend, task_id: str) -> SimpleNamespace:
+        context = Context(vars(REQUEST), id=task_id)
+        return SimpleNamespace(
+            id=task_id,
+            hostname=context.hostname,
+            ignore_result=False,
+            task=SimpleNamespace(ignore_result=False, backend=backend, track_started=True),
+            request_dict={"retries": 0},
+            delivery_info={"redelivered": False},
+            _context=context,
+        )
+
+    ids = [str(uuid.uuid4()) for _ in range(100)]
+    with app_for({**private_env, "CELERY_RESULT_BACKEND": redis_url}) as app:
+        together = threading.Barrier(2)
+
+        def decide(task_id: str) -> str | None:
+            request = claimant(app.backend, task_id)
+            together.wait(timeout=10)
+            return dedup.duplicate_of(request, threaded=True, held=False, claim=True)
+
+        with ThreadPoolExecutor(2) as pool:
+            decisions = [sorted(pool.map(decide, [task_id, task_id]), key=str) for task_id in ids]
+        assert all(decision == [None, "another delivery is running it"] for decision in decisions), decisions[:5]
+        assert {stored(app.backend, task_id)["status"] for task_id in ids} == {"STARTED"}

@@ -31,8 +31,9 @@ the result store does not answer         run: at-least-once, never lost
 A replayed dead letter (``fleet dlq replay`` marks it) runs unless the id
 already succeeded. What is not covered: two copies handed to two *different*
 worker processes within the few milliseconds between one's read and its
-STARTED write both run; tasks with ``ignore_result`` are not deduplicated
-(nothing is stored to read).
+STARTED write both run (not two threaded workers on Redis: there the read
+and the write are one script, which Redis runs atomically); tasks with
+``ignore_result`` are not deduplicated (nothing is stored to read).
 
 The rule is asked by the worker's Request (:class:`fleet.worker.request.OnceRequest`)
 once per delivery: in the main process before the delivery goes to a prefork pool; in a
