@@ -74,9 +74,14 @@ def beat() -> None:
 @main.command()
 def api() -> None:
     """Serve the Flask front end under gunicorn on FLEET_API_BIND."""
-    from fleet.api.server import exec_gunicorn
+    from fleet.api.server import check_bind_free, exec_gunicorn
 
-    exec_gunicorn(_settings())
+    settings = _settings()
+    try:
+        check_bind_free(settings.api_bind)
+    except OSError as exc:
+        raise click.ClickException(f"the API cannot listen on {settings.api_bind}: {exc.strerror or exc}") from None
+    exec_gunicorn(settings)
 
 
 @main.command()
