@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import threading
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
 from celery import states
@@ -89,7 +89,9 @@ class OneTripRedisBackend(RedisBackend):
         context = request._context  # what Celery's trace stores STARTED with
         running = {"pid": os.getpid(), "hostname": request.hostname}
         keep = (states.SUCCESS, states.STARTED)
-        stored = self._store_unless(request.id, running, states.STARTED, None, context, keep)
+        # One try: a Redis that is away fails the check at once (the task runs, at-least-once), and
+        # Celery's own STARTED write then retries as it always does, instead of both waiting it out.
+        stored = self._store_unless(request.id, running, states.STARTED, None, context, keep, retry=False)
         if stored is None:
             return None
         code, before = stored
@@ -100,11 +102,18 @@ class OneTripRedisBackend(RedisBackend):
         return meta.get("status"), meta.get("retries")
 
     def _store_unless(
-        self, task_id: str, result: Any, state: str, traceback: str | None, request: Any, keep: tuple[str, ...]
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None,
+        request: Any,
+        keep: tuple[str, ...],
+        retry: bool = True,
     ) -> tuple[int, bytes] | None:
         """Store the state unless the stored status is one of ``keep``: (the script's code, the value
         stored before). None: the script cannot do it (another serializer, compression, scripts refused,
-        a value that is not JSON)."""
+        a value that is not JSON). ``retry``: through Celery's retry policy for result writes."""
         if self.serializer != "json" or self.compression or self._scripts_refused:
             return None
         meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
@@ -117,7 +126,8 @@ class OneTripRedisBackend(RedisBackend):
         key = self.get_key_for_task(task_id)
         args = [value, int(expires or 0), *keep]
         try:
-            code, before = self.ensure(lambda: self._store_script(keys=[key], args=args), ())
+            call = partial(self._store_script, keys=[key], args=args)
+            code, before = self.ensure(call, ()) if retry else call()
         except ResponseError:  # scripts not allowed here (an ACL, a proxy): Celery's two round trips from now on
             logger.warning("the Redis result backend refused a script; storing results as Celery does", exc_info=True)
             self._scripts_refused = True

