@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from celery.worker import state as worker_state
 
 from fleet.worker.limits import ThreadPool
 
@@ -71,3 +72,15 @@ def test_a_check_that_fails_runs_the_task_rather_than_lose_it(pool: ThreadPool) 
     request, ran = Request(runs=RuntimeError("store away")), []
     submit(pool, request, ran)
     assert ran == ["ran"] and request.done == [None]
+
+
+def test_once_the_worker_is_stopping_a_queued_task_neither_runs_nor_is_checked(
+    pool: ThreadPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It stays unacked and goes back to the queue; the duplicate check (a STARTED write on Redis) is not made."""
+    monkeypatch.setattr(worker_state, "should_stop", 0)
+    request, ran = Request(runs=True), []
+    pool.apply_async(ran.append, args=("ran",), callback=request.on_success, accept_callback=request.on_accepted).wait(
+        5
+    )
+    assert ran == [] and request.asked_in == [] and not request.accepted.is_set() and request.done == []

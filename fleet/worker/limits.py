@@ -228,7 +228,14 @@ def _apply(
     callback: Callable[..., Any] | None,
     accept_callback: Callable[..., Any] | None,
 ) -> None:
-    """Celery's ``apply_target`` in a pool thread, once the request says it still runs."""
+    """Celery's ``apply_target`` in a pool thread, once the request says it still runs.
+
+    Not once the worker is stopping: a task that has not started stays unacked and goes back
+    to the queue, as ``on_stop``'s cancelled futures do; the threads would otherwise keep
+    starting queued tasks until then (a recycling process ran all it had prefetched).
+    """
+    if worker_state.should_stop is not None or worker_state.should_terminate is not None:
+        return
     try:
         runs = still_runs is None or still_runs()
     except Exception:  # noqa: BLE001 - the check itself failed: run it (at-least-once, never lost)
