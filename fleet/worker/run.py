@@ -75,6 +75,11 @@ def run_worker(app: FleetCelery, spec: PoolSpec, node: str) -> int:
         from fleet.worker import limits
 
         limits.install(spec.soft_time_limit, spec.time_limit, spec.max_memory_per_child_kb)
+        # After a reconnect Celery lowers the prefetch, then restores it with a basic.qos (an RPC)
+        # from the thread that acks: here a task thread, reading the one socket the event loop
+        # reads. Every thread then waited for a reply another had read, and the worker ran nothing
+        # until RabbitMQ dropped the connection, 90 s on (tests/test_broker_faults.py).
+        app.conf.worker_enable_prefetch_count_reduction = False
     argv = worker_argv(spec, node, app.fleet_settings)
     celery_command.params[0].default = app  # what ``app.start`` does: the command's --app is this app
     try:

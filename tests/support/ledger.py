@@ -17,9 +17,14 @@ class Tally:
     lost: set[str]
     duplicated: dict[str, int]
     unexpected: set[str]
+    #: seconds of the longest wait in :meth:`Ledger.wait_for` with tasks left and none completing
+    longest_stall: float = 0.0
 
     def __str__(self) -> str:
-        return f"lost={len(self.lost)} duplicated={len(self.duplicated)} unexpected={len(self.unexpected)}"
+        return (
+            f"lost={len(self.lost)} duplicated={len(self.duplicated)} unexpected={len(self.unexpected)} "
+            f"longest_stall={self.longest_stall:.1f}s"
+        )
 
 
 class Ledger:
@@ -45,12 +50,23 @@ class Ledger:
         )
 
     def wait_for(self, accepted: Iterable[str], timeout: float) -> Tally:
-        """Wait until every accepted task completed (or time ran out); return the tally."""
+        """Wait until every accepted task completed (or time ran out); return the tally, with the
+        longest time no task completed: a worker that stalls and then recovers still shows."""
         accepted = set(accepted)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not accepted <= set(self.completions()):
+        now = time.monotonic()
+        deadline, progress_at, done, longest_stall = now + timeout, now, -1, 0.0
+        while True:
+            completed = set(self.completions())
+            now = time.monotonic()
+            if len(completed) != done:
+                done, progress_at = len(completed), now
+            longest_stall = max(longest_stall, now - progress_at)
+            if now >= deadline or accepted <= completed:
+                break
             time.sleep(0.25)
-        return self.tally(accepted)
+        tally = self.tally(accepted)
+        tally.longest_stall = longest_stall
+        return tally
 
     def drop(self) -> None:
         self.redis.delete(self.key)
