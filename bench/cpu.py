@@ -1,17 +1,22 @@
 """CPU a worker spends, read from /proc: every process of its tree, pool children included.
 
-A process's own time is ``utime + stime`` of /proc/<pid>/stat; the time of the
-children it has reaped (a recycled prefork child) is in its ``cutime + cstime``.
-So the tree's total, live processes plus everything they reaped, only grows
-while the tree runs, and the difference of two readings is the CPU spent in
-between, whatever execution model (prefork, threads, processes x threads) the
-worker uses. A child reaped by no process of the tree (reparented to init) is
-lost; workers do not do that.
+A process's own time is its CPU clock (``clock_gettime`` on the process's clock id:
+nanoseconds, every thread it ever ran included), or ``utime + stime`` of
+/proc/<pid>/stat if the clock cannot be read. Those are whole clock ticks (10 ms): a
+round of 1,000 no-ops is about 57 ticks, so one tick either way at each end moved a
+round's on/off ratio by several percent, more than the 5% metrics_overhead has to
+resolve. The time of the children a process has reaped (a recycled prefork child) is
+in its ``cutime + cstime``. So the tree's total, live processes plus everything they
+reaped, only grows while the tree runs, and the difference of two readings is the CPU
+spent in between, whatever execution model (prefork, threads, processes x threads) the
+worker uses. A child reaped by no process of the tree (reparented to init) is lost;
+workers do not do that.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,8 +61,8 @@ def read_all(proc: Path = PROC) -> dict[int, Stat]:
     return stats
 
 
-def tree_ticks(stats: dict[int, Stat], roots: Iterable[int]) -> int:
-    """Clock ticks of ``roots`` and all their descendants, reaped children included."""
+def tree(stats: dict[int, Stat], roots: Iterable[int]) -> set[int]:
+    """The pids of ``roots`` and all their descendants."""
     children: dict[int, list[int]] = {}
     for stat in stats.values():
         children.setdefault(stat.ppid, []).append(stat.pid)
@@ -68,12 +73,29 @@ def tree_ticks(stats: dict[int, Stat], roots: Iterable[int]) -> int:
         if pid not in seen:
             seen.add(pid)
             stack += children.get(pid, [])
-    return sum(stats[pid].ticks for pid in seen)
+    return seen
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of every thread process ``pid`` ever ran, to the nanosecond; None if it is gone.
+
+    The clock id of a process is ``~pid << 3 | 2`` (CPUCLOCK_SCHED), what glibc's
+    ``clock_getcpuclockid`` returns; Python exposes the call but not that function.
+    """
+    try:
+        return time.clock_gettime((~pid << 3) | 2)
+    except OSError:
+        return None
 
 
 def cpu_seconds(roots: Iterable[int]) -> float:
     """CPU seconds the process trees under ``roots`` have used so far."""
-    return tree_ticks(read_all(), roots) / TICKS_PER_S
+    stats = read_all()
+    total = 0.0
+    for pid in tree(stats, roots):
+        own = process_cpu_seconds(pid)
+        total += (stats[pid].own_ticks / TICKS_PER_S if own is None else own) + stats[pid].reaped_ticks / TICKS_PER_S
+    return total
 
 
 @dataclass

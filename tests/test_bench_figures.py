@@ -1,16 +1,20 @@
 """The bench's pure logic: /proc parsing, CPU of a process tree, windows, efficiency, a median's CI, the report.
 
-Nothing here times anything: the inputs are fixed numbers, the outputs arithmetic.
+Nothing here times a speed: the inputs are fixed numbers and the outputs arithmetic, except for
+the CPU clock bench.cpu reads, checked against this process's own.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import time
 
 import pytest
 
 from bench import report
-from bench.cpu import Stat, parse_stat, tree_ticks
+from bench.cpu import Stat, parse_stat, process_cpu_seconds, tree
 from bench.scenarios.metrics_overhead import overhead_figures, overlap_rates
 from bench.stats import efficiency, median_ci, window_rates
 
@@ -38,8 +42,26 @@ def test_tree_counts_descendants_and_what_they_reaped_but_not_strangers() -> Non
             Stat(20, 1, 1000, 0),  # another process on the machine
         )
     }
-    assert tree_ticks(stats, [10]) == 185
-    assert tree_ticks(stats, [10, 99]) == 185  # a root that exited counts nothing
+    assert tree(stats, [10]) == {10, 11, 12}
+    assert tree(stats, [10, 99]) == {10, 11, 12}  # a root that exited counts nothing
+    assert sum(stats[pid].ticks for pid in tree(stats, [10])) == 185
+
+
+def test_a_process_cpu_clock_is_read_to_well_under_a_clock_tick() -> None:
+    """The clock bench.cpu reads for a process is this process's own CPU clock, to the microsecond."""
+    before, own_before = process_cpu_seconds(os.getpid()), time.process_time()
+    spin_until = own_before + 0.003  # 3 ms of CPU: less than one 10 ms tick
+    while time.process_time() < spin_until:
+        pass
+    spent, own_spent = process_cpu_seconds(os.getpid()) - before, time.process_time() - own_before
+    assert 0.003 <= spent < 0.010
+    assert spent == pytest.approx(own_spent, abs=0.0005)
+
+
+def test_a_process_that_is_gone_has_no_cpu_clock() -> None:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    assert process_cpu_seconds(child.pid) is None
 
 
 def test_window_rates_split_completions_after_the_warm_up() -> None:
