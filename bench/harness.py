@@ -57,7 +57,7 @@ QUICK = Sizes(
 )  # fmt: skip
 FULL = Sizes(
     tasks=10_000, warmup=1000, repeats=5, flood=10_000, probes=1000, raw_publishes=40_000, confirmed_publishes=2000,
-    api_seconds=15, cpu_tasks=500, io_tasks=2000, result_tasks=500, metrics_rounds=60, metrics_tasks=1000,
+    api_seconds=15, cpu_tasks=500, io_tasks=2000, result_tasks=500, metrics_rounds=120, metrics_tasks=1000,
 )  # fmt: skip
 
 
