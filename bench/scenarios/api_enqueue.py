@@ -4,7 +4,8 @@ Load comes from wrk over loopback (bounded: fixed connections, fixed seconds).
 fleet: ``POST /api/tasks`` (answers 202 only after RabbitMQ confirmed) and
 ``POST /api/tasks/batch`` with 100 tasks a request. Naive: the Celery + Flask
 guide's ``delay()`` endpoint (no confirms), under the same gunicorn worker and
-thread counts. The three alternate, repeat after repeat; medians. Nothing
+thread counts and a listening socket per worker, as ``fleet api`` has. The
+three alternate, repeat after repeat; medians. Nothing
 consumes; the queues are purged after each figure.
 
 ``BENCH_API_PROFILE=1`` adds one more ``POST /api/tasks`` load after the
@@ -55,7 +56,9 @@ def run(bench: Bench) -> dict[str, Any]:
         fleet_app(env).close()  # topology declared before the first request
         base, naive_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{naive_port}/tasks"
         api = bench.start("api", ["fleet", "api"], env)
-        argv = ["gunicorn", "--bind", f"127.0.0.1:{naive_port}", "--workers", str(settings.api_workers)]
+        # --reuse-port as `fleet api` runs it: on one shared socket a worker can take every keep-alive
+        # connection, and the naive figure came in two modes, about 550/s and 1,050/s (PERFORMANCE.md).
+        argv = ["gunicorn", "--bind", f"127.0.0.1:{naive_port}", "--reuse-port", "--workers", str(settings.api_workers)]
         argv += ["--threads", str(settings.api_threads), "bench.apps.naive_api:create_app()"]
         bench.start("naive-api", argv, env)  # an idle server costs nothing; both run side by side
         _wait_http(bench, f"{base}/healthz")
