@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +34,6 @@ class Stat:
     ppid: int
     own_ticks: int  # utime + stime
     reaped_ticks: int  # cutime + cstime: children it waited for
-
-    @property
-    def ticks(self) -> int:
-        return self.own_ticks + self.reaped_ticks
 
 
 def parse_stat(line: str) -> Stat:
@@ -77,7 +73,7 @@ def tree(stats: dict[int, Stat], roots: Iterable[int]) -> set[int]:
 
 
 def process_cpu_seconds(pid: int) -> float | None:
-    """CPU seconds of every thread process ``pid`` ever ran, to the nanosecond; None if it is gone.
+    """CPU seconds of every thread that process ``pid`` ever ran, to the nanosecond; None if it is gone.
 
     The clock id of a process is ``~pid << 3 | 2`` (CPUCLOCK_SCHED), what glibc's
     ``clock_getcpuclockid`` returns; Python exposes the call but not that function.
@@ -88,14 +84,22 @@ def process_cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def cpu_seconds(roots: Iterable[int]) -> float:
-    """CPU seconds the process trees under ``roots`` have used so far."""
-    stats = read_all()
+def tree_seconds(
+    stats: dict[int, Stat], roots: Iterable[int], clock: Callable[[int], float | None] = process_cpu_seconds
+) -> float:
+    """CPU seconds of ``roots`` and all their descendants, reaped children included: each process's
+    own time from ``clock``, or its ticks where the clock has none."""
     total = 0.0
     for pid in tree(stats, roots):
-        own = process_cpu_seconds(pid)
-        total += (stats[pid].own_ticks / TICKS_PER_S if own is None else own) + stats[pid].reaped_ticks / TICKS_PER_S
+        own = clock(pid)
+        total += stats[pid].own_ticks / TICKS_PER_S if own is None else own
+        total += stats[pid].reaped_ticks / TICKS_PER_S
     return total
+
+
+def cpu_seconds(roots: Iterable[int]) -> float:
+    """CPU seconds the process trees under ``roots`` have used so far."""
+    return tree_seconds(read_all(), roots)
 
 
 @dataclass

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from bench import report
-from bench.cpu import Stat, parse_stat, process_cpu_seconds, tree
+from bench.cpu import TICKS_PER_S, Stat, parse_stat, process_cpu_seconds, tree, tree_seconds
 from bench.scenarios.metrics_overhead import overhead_figures, overlap_rates
 from bench.stats import efficiency, median_ci, window_rates
 
@@ -44,7 +44,10 @@ def test_tree_counts_descendants_and_what_they_reaped_but_not_strangers() -> Non
     }
     assert tree(stats, [10]) == {10, 11, 12}
     assert tree(stats, [10, 99]) == {10, 11, 12}  # a root that exited counts nothing
-    assert sum(stats[pid].ticks for pid in tree(stats, [10])) == 185
+    no_clock = lambda pid: None  # noqa: E731 - every process read in ticks
+    assert tree_seconds(stats, [10], no_clock) == pytest.approx(185 / TICKS_PER_S)
+    clocks = {10: 2.0, 11: 0.5, 12: 0.125}  # own time from the clocks, what they reaped still in ticks
+    assert tree_seconds(stats, [10], clocks.get) == pytest.approx(2.625 + 50 / TICKS_PER_S)
 
 
 def test_a_process_cpu_clock_is_read_to_well_under_a_clock_tick() -> None:
