@@ -26,6 +26,7 @@ SCENARIOS = (
     "ceiling_raw_amqp",
     "transport",
     "celery_defaults",
+    "celery_threads",
     "dramatiq",
     "fleet",
     "results",

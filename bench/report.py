@@ -146,6 +146,8 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("celery_defaults", "plain Celery defaults, end to end", "tasks_per_s", "/s"),
     ("celery_defaults", "plain Celery defaults, drain", "drain.tasks_per_s", "/s"),
     ("celery_defaults", "plain Celery defaults, worker CPU per task (end to end)", "cpu_us_per_task", " µs"),
+    ("celery_threads", "plain Celery on `default`'s shape (processes x threads), end to end", "tasks_per_s", "/s"),
+    ("celery_threads", "plain Celery on `default`'s shape, worker CPU per task (end to end)", "cpu_us_per_task", " µs"),
     ("dramatiq", "Dramatiq defaults, end to end", "tasks_per_s", "/s"),
     ("dramatiq", "Dramatiq defaults, worker CPU per task (end to end)", "cpu_us_per_task", " µs"),
     ("fleet", "fleet `default` pool, end to end", "tasks_per_s", "/s"),
