@@ -15,6 +15,7 @@ import pytest
 
 from bench import report
 from bench.cpu import TICKS_PER_S, Stat, parse_stat, process_cpu_seconds, tree, tree_seconds
+from bench.profile import HAND_OFF, UNOWNED, tally
 from bench.scenarios.metrics_overhead import overhead_figures, overlap_rates
 from bench.stats import efficiency, median_ci, window_rates
 
@@ -131,3 +132,29 @@ def test_ratios_are_none_for_failed_or_missing_scenarios_and_the_table_still_ren
     assert "| cpu_per_task_vs_dramatiq | 0.75 | at most 1 | yes |" in table
     assert "| results | plain Celery defaults, results in Redis | failed |" in table
     assert "| metrics_overhead | 0.03 (95% CI -0.020 to +0.080, 40 rounds) | at most 0.05 | undecided" in table
+
+
+def test_profile_charges_each_sample_to_the_innermost_owned_frame_and_the_pool_hand_off_apart() -> None:
+    loop = "asynloop (celery/worker/loops.py:130);Hub.create_loop (kombu/asynchronous/hub.py:395)"
+    thread = "Thread.run (threading.py:982)"
+    lines = [
+        # json below kombu's loads below fleet's check: kombu's
+        f"{loop};check_message (fleet/worker/protocol.py:187);loads (kombu/utils/json.py:93);decode (json/x.py:3) 6",
+        # logging below fleet's hook below Celery's trace: fleet's
+        "fast_trace_task (celery/app/trace.py:798);_on_postrun (fleet/worker/taskrun.py:68);info (logging/x.py:1) 3",
+        f"{loop};on_apply (fleet/worker/limits.py:270);ThreadPoolExecutor.submit (concurrent/futures/thread.py:175) 2",
+        f"{thread};_worker (concurrent/futures/thread.py:83) 1",  # a pool thread taking its next task
+        f"{thread};_watch (threading.py:1) 1",
+        "",
+        "not a sample line",
+    ]
+    owners, places = tally(lines)
+    assert owners == {
+        "AMQP stack (kombu, py-amqp, vine)": 6 / 13,
+        "fleet": 3 / 13,
+        HAND_OFF: 3 / 13,
+        UNOWNED: 1 / 13,
+    }
+    assert places["AMQP stack (kombu, py-amqp, vine)", "loads (kombu/utils/json.py)"] == 6 / 13
+    assert places["fleet", "_on_postrun (fleet/worker/taskrun.py)"] == 3 / 13
+    assert tally([]) == ({}, {})
