@@ -5,7 +5,8 @@
 1. :class:`DeadLetterOnTimeout` dead-letters a task killed by its hard time limit;
 2. :class:`MeteredRequest` counts what only the main process sees (hard time limits,
    lost pool children);
-3. :class:`ThreadTerminableRequest` terminates a task running in a thread (fleet.worker.limits);
+3. :class:`ThreadTerminableRequest` terminates a task running in a thread (fleet.worker.limits),
+   and hands the thread the body already decoded;
 4. :class:`OnceRequest` does not run a task id that already ran or is running
    (the rule: :mod:`fleet.worker.dedup`).
 """
@@ -96,6 +97,14 @@ class ThreadTerminableRequest(MeteredRequest):
     (REVOKED stored, message acked) and ``Ignore`` is raised inside the task's thread: the
     task stops at its next bytecode and its outcome is not stored over the REVOKED.
     """
+
+    def __init__(self, message: Any, *args: Any, body: Any = None, decoded: bool = False, **kwargs: Any) -> None:
+        # Celery's strategy has decoded the body in this process already (message.payload, cached);
+        # a prefork child gets the raw body through its pipe and decodes it, and so would a pool
+        # thread, a second JSON decode per task. A decoded request skips it (fast_trace_task).
+        if not decoded and limits.enforced():
+            body, decoded = message.payload, True
+        super().__init__(message, *args, body=body, decoded=decoded, **kwargs)
 
     def cancel(self, pool: Any, signal: Any = None, emit_retry: bool = True) -> None:
         """A shutdown's cancel (soft shutdown timed out): the thread cannot be stopped, and nothing is
