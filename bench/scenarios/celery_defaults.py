@@ -7,6 +7,8 @@ confirms by default, so the publisher never waits for RabbitMQ).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 from bench.harness import Bench, summary
@@ -15,17 +17,23 @@ from bench.workload import drain, end_to_end_cpu, load_peer, warm_up
 QUEUE = "celery"  # Celery's default queue
 
 
+def publisher(peer: ModuleType) -> Callable[[int], None]:
+    """A ``publish(n)`` sending ``n`` no-ops the way a Celery user does: one ``apply_async`` each."""
+
+    def publish(n: int) -> None:
+        for _ in range(n):
+            peer.noop.apply_async((time.time(),))
+
+    return publish
+
+
 def run(bench: Bench) -> dict[str, Any]:
     with bench.vhost() as vhost:
         peer = load_peer("bench.apps.plain_celery", vhost.url)
         probe = bench.probe("celery_defaults")
         env = bench.env(vhost, probe)
         worker = bench.start("celery_defaults", ["celery", "-A", "bench.apps.plain_celery", "worker"], env)
-
-        def publish(n: int) -> None:
-            for _ in range(n):
-                peer.noop.apply_async((time.time(),))
-
+        publish = publisher(peer)
         try:
             warm_up(bench, probe, publish)
             runs, cpu_us = end_to_end_cpu(bench, "celery_defaults", probe, publish)

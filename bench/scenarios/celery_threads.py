@@ -10,10 +10,10 @@ builds on; fleet's CPU per task against it says what fleet's own work costs
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from bench.harness import Bench, summary
+from bench.scenarios.celery_defaults import publisher
 from bench.workload import end_to_end_cpu, load_peer, warm_up
 from fleet.pools import POOLS
 
@@ -33,11 +33,7 @@ def run(bench: Bench) -> dict[str, Any]:
             )
             for index in range(spec.replicas)
         ]
-
-        def publish(n: int) -> None:
-            for _ in range(n):
-                peer.noop.apply_async((time.time(),))
-
+        publish = publisher(peer)
         try:
             warm_up(bench, probe, publish)
             runs, cpu_us = end_to_end_cpu(bench, "celery_threads", probe, publish)
