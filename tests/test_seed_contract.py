@@ -274,8 +274,11 @@ def test_import_csv_chunks_with_progress_and_row_errors(
     seen = []
     deadline = time.monotonic() + 60
     while not result.ready() and time.monotonic() < deadline:
-        if result.state == "PROGRESS":
-            seen.append(result.info)
+        # One read per poll: `result.state` then `result.info` are two reads, and a task ending
+        # between them gave a PROGRESS state with the final summary as its "progress".
+        meta = celery_app.backend.get_task_meta(result.id)
+        if meta["status"] == "PROGRESS":
+            seen.append(meta["result"])
         time.sleep(0.05)
     summary = result.get(timeout=30)
     assert seen and all(set(meta) == {"processed", "total", "percent"} and meta["total"] == 250 for meta in seen)
