@@ -109,7 +109,10 @@ def main() -> None:
             spy.wait(timeout=args.seconds + 60)
         done.set()
         feeder.join(timeout=120)
-    lines = [line for output in outputs for line in output.read_text().splitlines()]
+    recorded = [output for output in outputs if output.exists()]
+    if not recorded:
+        raise SystemExit(f"py-spy recorded nothing (it needs ptrace rights over the workers); see {work / 'log'}")
+    lines = [line for output in recorded for line in output.read_text().splitlines()]
     say(f"profile: {sum(int(line.rpartition(' ')[2]) for line in lines if line.strip())} samples; stacks in {work}")
     owners, places = tally(lines)
     print("| whose code | share of the samples |\n| --- | --- |")
