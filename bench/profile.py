@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from bench.harness import BIN, QUICK, Bench, say
@@ -55,18 +55,23 @@ def attribute(frames: list[str]) -> tuple[str, str]:
     return UNOWNED, frames[-1]
 
 
-def tally(lines: Iterable[str]) -> tuple[dict[str, float], dict[tuple[str, str], float]]:
-    """Shares of the samples in py-spy ``--format raw`` lines (``frame;frame;... count``): by owner,
-    and by (owner, function) with the line numbers dropped."""
-    owners: Counter[str] = Counter()
-    places: Counter[tuple[str, str]] = Counter()
+def samples(lines: Iterable[str]) -> Iterator[tuple[list[str], int]]:
+    """(frames, count) of each sample line in py-spy ``--format raw`` output (``frame;frame;... count``)."""
     for line in lines:
         stack, _, count = line.rstrip().rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        name, frame = attribute(stack.split(";"))
-        owners[name] += int(count)
-        places[name, re.sub(r":\d+\)$", ")", frame)] += int(count)
+        if stack and count.isdigit():
+            yield stack.split(";"), int(count)
+
+
+def tally(lines: Iterable[str]) -> tuple[dict[str, float], dict[tuple[str, str], float]]:
+    """Shares of the samples in py-spy raw lines: by owner, and by (owner, function) with the line
+    numbers dropped."""
+    owners: Counter[str] = Counter()
+    places: Counter[tuple[str, str]] = Counter()
+    for frames, count in samples(lines):
+        name, frame = attribute(frames)
+        owners[name] += count
+        places[name, re.sub(r":\d+\)$", ")", frame)] += count
     total = sum(owners.values())
     if not total:
         return {}, {}
@@ -74,6 +79,14 @@ def tally(lines: Iterable[str]) -> tuple[dict[str, float], dict[tuple[str, str],
         {name: count / total for name, count in owners.most_common()},
         {place: count / total for place, count in places.most_common()},
     )
+
+
+def record(pid: int, seconds: int, output: Path, gil: bool = True) -> subprocess.Popen[bytes]:
+    """py-spy sampling process ``pid`` for ``seconds`` into ``output`` (raw stacks; with ``gil``, only
+    the thread holding the GIL), started; wait on it."""
+    argv = [str(BIN / "py-spy"), "record", "--nonblocking", "--rate", "250", "--format", "raw"]
+    argv += ["--duration", str(seconds), "--pid", str(pid), "--output", str(output)] + (["--gil"] if gil else [])
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL)
 
 
 def main() -> None:
@@ -96,15 +109,9 @@ def main() -> None:
 
         feeder = threading.Thread(target=feed, daemon=True)
         feeder.start()
-        outputs = [work / f"stacks-{process.proc.pid}.txt" for process in workers if process.proc is not None]
-        spies = [
-            subprocess.Popen(
-                [str(BIN / "py-spy"), "record", "--gil", "--nonblocking", "--rate", "250", "--format", "raw"]
-                + ["--duration", str(args.seconds), "--pid", output.stem.removeprefix("stacks-"), "-o", str(output)],
-                stdout=subprocess.DEVNULL,
-            )
-            for output in outputs
-        ]
+        pids = [process.proc.pid for process in workers if process.proc is not None]
+        outputs = [work / f"stacks-{pid}.txt" for pid in pids]
+        spies = [record(pid, args.seconds, output) for pid, output in zip(pids, outputs, strict=True)]
         for spy in spies:
             spy.wait(timeout=args.seconds + 60)
         done.set()
@@ -113,7 +120,7 @@ def main() -> None:
     if not recorded:
         raise SystemExit(f"py-spy recorded nothing (it needs ptrace rights over the workers); see {work / 'log'}")
     lines = [line for output in recorded for line in output.read_text().splitlines()]
-    say(f"profile: {sum(int(line.rpartition(' ')[2]) for line in lines if line.strip())} samples; stacks in {work}")
+    say(f"profile: {sum(count for _, count in samples(lines))} samples; stacks in {work}")
     owners, places = tally(lines)
     print("| whose code | share of the samples |\n| --- | --- |")
     for name, share in owners.items():

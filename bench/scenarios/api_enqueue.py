@@ -26,7 +26,8 @@ from typing import Any
 
 import requests
 
-from bench.harness import BIN, Bench, median_of, purge, say
+from bench.harness import Bench, median_of, purge, say
+from bench.profile import record
 from bench.scenarios.fleet import fleet_app
 from fleet.settings import load_settings
 from fleet.testing.broker import queue_depth
@@ -91,13 +92,7 @@ def _profile(bench: Bench, master: int, url: str, body: dict[str, Any]) -> None:
     """py-spy on each gunicorn worker (children of ``master``) while wrk loads ``url``; raw stacks per worker."""
     workers = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
     seconds = bench.sizes.api_seconds
-    spies = [
-        subprocess.Popen(
-            [str(BIN / "py-spy"), "record", "--rate", "200", "--duration", str(seconds + 1), "--nonblocking"]
-            + ["--format", "raw", "--output", str(bench.work / f"api-profile-{pid}.txt"), "--pid", pid]
-        )
-        for pid in workers
-    ]
+    spies = [record(int(pid), seconds + 1, bench.work / f"api-profile-{pid}.txt", gil=False) for pid in workers]
     time.sleep(1)  # py-spy attached
     _wrk(bench, "api-single-profiled", url, body)
     for spy in spies:

@@ -1,7 +1,8 @@
 """celery_threads: plain Celery on the `default` pool's shape, the same no-op.
 
 Processes x threads, prefetch and fair scheduling taken from the `default` pool
-spec (fleet.pools), everything else Celery's defaults: early acks, no metrics,
+spec as fleet's side resolves it (fleet.pools, with any ``--set
+FLEET_POOL_DEFAULT_*``), everything else Celery's defaults: early acks, no metrics,
 no per-task log line, no message checks. What its worker spends per task is
 Celery's own per-task path on that shape, the floor fleet's `default` pool
 builds on; fleet's CPU per task against it says what fleet's own work costs
@@ -15,16 +16,17 @@ from typing import Any
 from bench.harness import Bench, summary
 from bench.scenarios.celery_defaults import publisher
 from bench.workload import end_to_end_cpu, load_peer, warm_up
-from fleet.pools import POOLS
+from fleet.settings import load_settings
+from fleet.worker.run import resolve_pool
 
 
 def run(bench: Bench) -> dict[str, Any]:
-    spec = POOLS["default"]
-    shape = ["-P", "threads", "-c", str(spec.concurrency), "--prefetch-multiplier", str(spec.prefetch_multiplier)]
     with bench.vhost() as vhost:
         peer = load_peer("bench.apps.plain_celery", vhost.url)
         probe = bench.probe("celery_threads")
         env = bench.env(vhost, probe)
+        spec = resolve_pool("default", load_settings(env))
+        shape = ["-P", "threads", "-c", str(spec.concurrency), "--prefetch-multiplier", str(spec.prefetch_multiplier)]
         workers = [
             bench.start(
                 f"celery_threads-{index}",
