@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,6 +72,18 @@ def test_accepted_ids_live_beside_the_results(backend: str, private_env: dict[st
     store.record(ids[:1])  # recording again (a replayed answer) is harmless
     assert all(store.known(task_id) for task_id in ids)
     assert not store.known(str(uuid.uuid4()))
+    # Each answer is read fresh: an id asked about before its record is known once recorded ...
+    late = str(uuid.uuid4())
+    assert not store.known(late)
+    store.record([late])
+    assert store.known(late)
+    # ... and one past its retention is no longer known.
+    short = open_accepted(dataclasses.replace(settings, result_expires=1))
+    gone = str(uuid.uuid4())
+    short.record([gone])
+    assert short.known(gone)
+    time.sleep(1.2)  # the shortest retention there is
+    assert not short.known(gone)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis", "postgres"])

@@ -16,7 +16,6 @@ each still returns only once its own ids are written.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
@@ -105,7 +104,6 @@ class SQLAcceptedIds:
         self._written = 0
         return True
 
-    @functools.cache  # noqa: B019 - one statement per store and dialect, for the store's lifetime
     def known(self, task_id: str) -> bool:
         query = select(self.table.c.task_id).where(
             self.table.c.task_id == task_id, self.table.c.expires_at >= time.time()
