@@ -70,6 +70,7 @@ class TaskMessages:
         self.celery_amqp = app.amqp
         self.tasks = app.tasks
         self._routes: dict[str, Queue] = {}
+        self._defaults: dict[str, dict[str, Any]] = {}
         self.serializer: str = conf.task_serializer
         self.delivery_mode: str | int = conf.task_default_delivery_mode
         self.retry_policy: dict[str, Any] = conf.task_publish_retry_policy
@@ -95,11 +96,7 @@ class TaskMessages:
             )
         app, celery_amqp = self.app, self.celery_amqp
         task = self.tasks.get(name)
-        chosen = dict(options)
-        if task is not None:
-            for key in _TASK_DEFAULTS:
-                if getattr(task, key, None) is not None:
-                    chosen.setdefault(key, getattr(task, key))
+        chosen = {**self._task_defaults(name, task), **options}
         task_id = chosen.pop("task_id", None) or new_task_id()
         if "queue" in chosen:  # routing.py's error names fleet's queues; Celery's would not
             resolve_queue(name, chosen["queue"])
@@ -157,6 +154,13 @@ class TaskMessages:
             **properties,
         )
         return TaskMessage(task_id, name, queue, exchange, routing_key, body, message)
+
+    def _task_defaults(self, name: str, task: Any) -> dict[str, Any]:
+        """The options the task sets itself (``@task(priority=...)``), once per name and batch."""
+        if name not in self._defaults:
+            values = {key: getattr(task, key, None) for key in _TASK_DEFAULTS} if task is not None else {}
+            self._defaults[name] = {key: value for key, value in values.items() if value is not None}
+        return self._defaults[name]
 
 
 def _clipped_repr(value: Any, limit: int) -> str:

@@ -121,6 +121,7 @@ def test_batch_is_accepted_after_every_confirm_and_every_task_runs(api: ApiServe
     assert response.status_code == 202, response.text
     body = response.json()
     assert body["count"] == 50 and len({task["task_id"] for task in body["tasks"]}) == 50
+    assert all(task["status_url"] == f"/api/task-status/{task['task_id']}" for task in body["tasks"])
     for task in body["tasks"]:
         assert api.wait_for_state(task["task_id"], {"SUCCESS", "FAILURE"})["state"] == "SUCCESS"
 
@@ -219,12 +220,21 @@ def test_metrics_count_requests_by_route_template_and_published_tasks(api: ApiSe
     assert 'fleet_api_tasks_published_total{queue="default",task="tasks.process_data"}' in text
     assert 'fleet_api_tasks_published_total{queue="high_priority",task="other"} 0.0' in text
     assert "fleet_api_publish_duration_seconds_bucket" in text
-    counts = [
-        float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith('fleet_api_tasks_published_total{queue="default",task="tasks.process_data"}')
-    ]
-    assert counts and counts[0] >= 1
+    assert published(text, "default", "tasks.process_data") >= 1
+    # A batch counts each task under its own queue.
+    before = {queue: published(text, queue, "tasks.fetch_data") for queue in ("default", "reports")}
+    tasks = [{"task": "tasks.fetch_data", "args": [n, 1]} for n in range(3)]
+    tasks += [{"task": "tasks.fetch_data", "args": [n, 1], "queue": "reports"} for n in range(2)]
+    assert api.post("/api/tasks/batch", {"tasks": tasks}).status_code == 202
+    text = requests.get(api.url("/metrics"), timeout=10).text
+    assert published(text, "default", "tasks.fetch_data") == before["default"] + 3
+    assert published(text, "reports", "tasks.fetch_data") == before["reports"] + 2
+
+
+def published(metrics: str, queue: str, task: str) -> float:
+    """``fleet_api_tasks_published_total`` for one queue and task, summed over the API's processes."""
+    series = f'fleet_api_tasks_published_total{{queue="{queue}",task="{task}"}}'
+    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(series + " "))
 
 
 def test_production_refuses_to_serve_without_a_token(fleet_env: dict[str, str]) -> None:

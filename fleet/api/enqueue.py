@@ -17,6 +17,7 @@ import datetime as dt
 import functools
 import inspect
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote
@@ -42,18 +43,21 @@ from fleet.publish import MIN_STEP, BrokerUnavailable, publish_confirmed
 from routing import UnknownQueueError, UnknownTaskError, resolve_queue
 
 
-def status_url(task_id: str) -> str:
-    """What ``url_for("status.task_status", task_id=...)`` builds, at a fraction of its cost (a hot path)."""
-    return f"{request.script_root}{STATUS_PATH}{quote(task_id, safe='')}"
+def status_prefix() -> str:
+    """``url_for("status.task_status", task_id=...)`` up to the id, at a fraction of its cost (a hot path)."""
+    return f"{request.script_root}{STATUS_PATH}"
 
 
-def accepted_body(task_id: str, task: str, queue: str) -> dict[str, Any]:
-    """``Accepted(...).model_dump(mode="json")`` without pydantic: the 202 of every enqueue (a hot path)."""
+def accepted_body(task_id: str, task: str, queue: str, prefix: str) -> dict[str, Any]:
+    """``Accepted(...).model_dump(mode="json")`` without pydantic: the 202 of every enqueue (a hot path).
+
+    ``prefix`` is :func:`status_prefix`, read once per request (a batch answers for many tasks).
+    """
     return {
         "task_id": task_id,
         "task": task,
         "queue": queue,
-        "status_url": status_url(task_id),
+        "status_url": prefix + quote(task_id, safe=""),
         "status": "queued",
         "message": None,
     }
@@ -125,8 +129,8 @@ def queue_of(name: str, override: str | None) -> str:
 def record_published(state: ApiState, kind: str, started: float, pairs: Iterable[tuple[str, str]]) -> None:
     metrics = api_metrics()
     metrics.publish_seconds.labels(kind).observe(time.perf_counter() - started)
-    for queue, name in pairs:
-        metrics.tasks_published.labels(queue, task_label(name, state.public_tasks)).inc()
+    for (queue, name), count in Counter(pairs).items():  # a batch: one increment per queue and task, not per task
+        metrics.tasks_published.labels(queue, task_label(name, state.public_tasks)).inc(count)
 
 
 def publish_failed(kind: str, started: float, exc: BrokerUnavailable) -> ApiError:
@@ -143,7 +147,7 @@ def publish_failed(kind: str, started: float, exc: BrokerUnavailable) -> ApiErro
     return unavailable(f"RabbitMQ is unavailable; nothing was accepted, retry later ({exc})", outcome="none")
 
 
-def new_task_id() -> str | None:
+def keyed_task_id() -> str | None:
     """The next task id of this request: derived from its Idempotency-Key, else None (a fresh one)."""
     ids = g.get("fleet_task_ids")
     return next(ids) if ids is not None else None
@@ -151,7 +155,7 @@ def new_task_id() -> str | None:
 
 def publish_task(state: ApiState, name: str, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any]) -> str:
     """Publish one task by name; return its id once RabbitMQ confirmed it."""
-    task_id = new_task_id()
+    task_id = keyed_task_id()
     if task_id is not None:
         options = {**options, "task_id": task_id}
     item = state.messages()(name, args, kwargs, options)
@@ -170,7 +174,7 @@ def enqueue(state: ApiState, name: str, args: list[Any], kwargs: dict[str, Any],
     chosen = publish_options(state, options)
     queue = queue_of(name, chosen.get("queue"))
     task_id = publish_task(state, name, args, kwargs, chosen)
-    return answer_accepted(accepted_body(task_id, name, queue), [task_id])
+    return answer_accepted(accepted_body(task_id, name, queue, status_prefix()), [task_id])
 
 
 def enqueue_signature(state: ApiState, signature: Signature, entry_task: str) -> Response:
@@ -180,7 +184,7 @@ def enqueue_signature(state: ApiState, signature: Signature, entry_task: str) ->
     backend); they then go out in one bounded, pipelined publish.
     """
     if g.get("fleet_task_ids") is not None:
-        fix_ids(signature, new_task_id)  # type: ignore[arg-type] - never None under a key
+        fix_ids(signature, keyed_task_id)  # type: ignore[arg-type] - never None under a key
     queue = queue_of(entry_task, None)
     started = time.perf_counter()
     result, messages = capture(state.celery, signature)
@@ -195,7 +199,7 @@ def enqueue_signature(state: ApiState, signature: Signature, entry_task: str) ->
     except BrokerUnavailable as exc:
         raise publish_failed("workflow", started, exc) from None
     record_published(state, "workflow", started, [(queue, entry_task)])
-    return answer_accepted(accepted_body(result.id, entry_task, queue), [result.id])
+    return answer_accepted(accepted_body(result.id, entry_task, queue, status_prefix()), [result.id])
 
 
 def enqueue_batch(state: ApiState, tasks: list[TaskRequest]) -> Response:
@@ -204,6 +208,7 @@ def enqueue_batch(state: ApiState, tasks: list[TaskRequest]) -> Response:
     if len(tasks) > limit:
         raise field_error("tasks", f"at most {limit} tasks per batch (FLEET_API_MAX_BATCH)")
     build = state.messages()
+    keyed_ids = g.get("fleet_task_ids")  # as keyed_task_id, read once for the batch
     messages = []
     for index, item in enumerate(tasks):
         prefix = f"tasks.{index}."
@@ -212,8 +217,8 @@ def enqueue_batch(state: ApiState, tasks: list[TaskRequest]) -> Response:
         except ApiError as exc:  # an unknown name inside a valid route is a field error here
             raise ApiError(422, exc.code, f"tasks[{index}]: {exc.message}", exc.details) from None
         options = publish_options(state, item, prefix)
-        if (task_id := new_task_id()) is not None:
-            options["task_id"] = task_id
+        if keyed_ids is not None:
+            options["task_id"] = next(keyed_ids)
         queue_of(item.task, options.get("queue"))  # an unknown queue is a field error, before anything is sent
         messages.append(build(item.task, item.args, item.kwargs, options))
     started = time.perf_counter()
@@ -222,7 +227,8 @@ def enqueue_batch(state: ApiState, tasks: list[TaskRequest]) -> Response:
     except BrokerUnavailable as exc:
         raise publish_failed("batch", started, exc) from None
     record_published(state, "batch", started, [(m.queue.name, m.name) for m in messages])
-    body = {"count": len(messages), "tasks": [accepted_body(m.task_id, m.name, m.queue.name) for m in messages]}
+    prefix = status_prefix()
+    body = {"count": len(messages), "tasks": [accepted_body(m.task_id, m.name, m.queue.name, prefix) for m in messages]}
     return answer_accepted(body, [m.task_id for m in messages])
 
 
