@@ -18,6 +18,7 @@ from flask import Flask
 
 from fleet.canvas import captured_producer
 from fleet.failover import RECONNECT
+from fleet.heap import freeze_startup_objects
 from fleet.pools import ACKS_LATE
 from fleet.schedule import beat_schedule
 from fleet.settings import Settings, load_settings
@@ -183,6 +184,9 @@ def create_celery(settings: Settings | None = None) -> FleetCelery:
     tasklog.connect()
     logwrites.connect()
     celery_signals.worker_init.connect(build_flask_app, dispatch_uid="fleet.flask_app", weak=False)
+    # Started: the heap that lives as long as the process leaves the collector's full passes (fleet.heap).
+    for started in (celery_signals.worker_ready, celery_signals.worker_process_init):  # threads; prefork children
+        started.connect(freeze_startup_objects, dispatch_uid=f"fleet.heap.{started.name}", weak=False)
     if settings.metrics_enabled:
         metrics.connect(app)
     if settings.task_events:

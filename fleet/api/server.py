@@ -141,3 +141,10 @@ def child_exit(server: Any, worker: Any) -> None:
     from fleet.metrics import archive
 
     archive.retire(load_settings().api_metrics_path, worker.pid)
+
+
+def post_worker_init(worker: Any) -> None:
+    """In each worker, once the app is loaded: the start-up heap leaves the collector's sight (fleet.heap)."""
+    from fleet.heap import freeze_startup_objects
+
+    freeze_startup_objects(worker)
