@@ -42,6 +42,12 @@ GOALS: dict[str, tuple[float, str, str]] = {
         "publish_many (batches of 1000) / raw py-amqp confirmed publish, alternating in one scenario",
     ),
     "api_vs_naive": (1.0, "at least", "fleet API confirmed enqueues/s / naive Flask + delay() requests/s"),
+    "api_enqueue.p99_ms": (50, "below", "fleet API `POST /api/tasks` p99 (ms) under wrk's 16 connections"),
+    "api_batch_vs_ceiling": (
+        0.8,
+        "at least",
+        "fleet API batch endpoint, confirmed tasks/s / raw py-amqp confirmed publish (transport)",
+    ),
     "metrics_overhead": (
         0.05,
         "at most",
@@ -77,6 +83,8 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
         "cpu_bound_efficiency": _get(results, "cpu_bound.efficiency"),
         "io_bound_efficiency": _get(results, "io_bound.efficiency"),
         "api_vs_naive": _ratio(results, "api_enqueue.requests_per_s", "api_enqueue.naive.requests_per_s"),
+        "api_enqueue.p99_ms": _get(results, "api_enqueue.p99_ms"),
+        "api_batch_vs_ceiling": _ratio(results, "api_enqueue.batch.tasks_per_s", "transport.raw_confirmed_per_s"),
         "batch_vs_ceiling": _ratio(results, "transport.publish_many_per_s", "transport.raw_confirmed_per_s"),
         "metrics_overhead": _get(results, "metrics_overhead.overhead"),
         "priority_under_flood.p99_ms": _get(results, "priority_under_flood.p99_ms"),

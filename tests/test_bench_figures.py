@@ -112,6 +112,9 @@ def test_ratios_are_none_for_failed_or_missing_scenarios_and_the_table_still_ren
         },
         "cpu_bound": {"status": "failed", "error": "TimeoutError()"},
         "priority_under_flood": {"status": "measured", "p99_ms": 40.0},
+        "api_enqueue": {"status": "measured", "requests_per_s": 900.0, "p99_ms": 55.0,
+                        "batch": {"tasks_per_s": 7000.0}, "naive": {"requests_per_s": 1800.0}},
+        "transport": {"status": "measured", "raw_confirmed_per_s": 8000.0},
         "metrics_overhead": {"status": "measured", "overhead": 0.03, "overhead_ci95": [-0.02, 0.08], "rounds": 40,
                              "decides_goal": False},
     }  # fmt: skip
@@ -123,6 +126,7 @@ def test_ratios_are_none_for_failed_or_missing_scenarios_and_the_table_still_ren
     assert ratios["results_vs_celery_defaults_redis"] is None
     assert ratios["cpu_bound_efficiency"] is None
     assert ratios["priority_under_flood.p99_ms"] == 40.0
+    assert (ratios["api_vs_naive"], ratios["api_enqueue.p99_ms"], ratios["api_batch_vs_ceiling"]) == (0.5, 55.0, 0.875)
     facts = {
         "when": "now", "commit": "abc", "run": "quick", "cores": 2, "cpu": "x", "rabbitmq": {}, "python": "3",
         "packages": {}, "load_average_end": [], "sizes": {"repeats": 3},
@@ -130,6 +134,8 @@ def test_ratios_are_none_for_failed_or_missing_scenarios_and_the_table_still_ren
     table = report.table({"scenarios": results, "machine": facts, "ratios": ratios})
     assert "| priority_under_flood.p99_ms | 40.00 | below 50 | yes |" in table
     assert "| cpu_per_task_vs_dramatiq | 0.75 | at most 1 | yes |" in table
+    assert "| api_enqueue.p99_ms | 55.00 | below 50 | no |" in table
+    assert "| api_batch_vs_ceiling | 0.88 | at least 0.8 | yes |" in table
     assert "| results | plain Celery defaults, results in Redis | failed |" in table
     assert "| metrics_overhead | 0.03 (95% CI -0.020 to +0.080, 40 rounds) | at most 0.05 | undecided" in table
 
