@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import requests
 
@@ -24,16 +25,20 @@ from tests.support.api import ApiServer
 from tests.support.peers import HTTPPeer
 from tests.support.results import succeeded
 
+T = TypeVar("T")
+
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def wait_until(condition: Callable[[], object], what: str, timeout: float = 60) -> None:
+def wait_until(condition: Callable[[], T], what: str, timeout: float = 60) -> T:
+    """The condition's first truthy value, asked every 0.2 s for up to ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not (value := condition()):
         assert time.monotonic() < deadline, what
         time.sleep(0.2)
+    return value
 
 
 def test_dead_letters_listed_with_their_exception_replayed_and_deleted(
@@ -166,10 +171,15 @@ def test_scheduled_workers_and_tasks(
     assert cancelled.status_code == 200, cancelled.text
     assert later.state == "REVOKED"
 
-    pools = requests.get(ops_api.url("/api/ops/workers"), headers=auth(READ), timeout=30).json()["pools"]
-    default = next(pool for pool in pools if pool["name"] == "default")
-    assert len(default["workers"]) == 1 and default["workers"][0]["answered"]
-    assert default["workers"][0]["heartbeat_age"] is not None and default["workers"][0]["concurrency"] >= 1
+    def answered() -> list[dict] | None:
+        """The default pool's workers once its one worker answered; a reply slower than
+        FLEET_API_INSPECT_TIMEOUT (1 s, a loaded test host) is listed unanswered, so ask again."""
+        pools = requests.get(ops_api.url("/api/ops/workers"), headers=auth(READ), timeout=30).json()["pools"]
+        workers = next(pool for pool in pools if pool["name"] == "default")["workers"]
+        return workers if [worker["answered"] for worker in workers] == [True] else None
+
+    (worker,) = wait_until(answered, "the default worker answers")
+    assert worker["heartbeat_age"] is not None and worker["concurrency"] >= 1
 
     recent = requests.get(ops_api.url("/api/ops/tasks?state=SUCCESS&queue=default"), headers=auth(READ), timeout=30)
     assert recent.status_code == 200, recent.text
