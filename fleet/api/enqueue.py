@@ -18,7 +18,7 @@ import functools
 import inspect
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -147,9 +147,14 @@ def publish_failed(kind: str, started: float, exc: BrokerUnavailable) -> ApiErro
     return unavailable(f"RabbitMQ is unavailable; nothing was accepted, retry later ({exc})", outcome="none")
 
 
+def keyed_ids() -> Iterator[str] | None:
+    """This request's task ids, derived from its Idempotency-Key (set by :func:`idempotent`); None without one."""
+    return g.get("fleet_task_ids")
+
+
 def keyed_task_id() -> str | None:
     """The next task id of this request: derived from its Idempotency-Key, else None (a fresh one)."""
-    ids = g.get("fleet_task_ids")
+    ids = keyed_ids()
     return next(ids) if ids is not None else None
 
 
@@ -183,7 +188,7 @@ def enqueue_signature(state: ApiState, signature: Signature, entry_task: str) ->
     Celery builds its messages (and saves a chord's group in the result
     backend); they then go out in one bounded, pipelined publish.
     """
-    if g.get("fleet_task_ids") is not None:
+    if keyed_ids() is not None:
         fix_ids(signature, keyed_task_id)  # type: ignore[arg-type] - never None under a key
     queue = queue_of(entry_task, None)
     started = time.perf_counter()
@@ -208,7 +213,7 @@ def enqueue_batch(state: ApiState, tasks: list[TaskRequest]) -> Response:
     if len(tasks) > limit:
         raise field_error("tasks", f"at most {limit} tasks per batch (FLEET_API_MAX_BATCH)")
     build = state.messages()
-    keyed_ids = g.get("fleet_task_ids")  # as keyed_task_id, read once for the batch
+    ids = keyed_ids()  # read once for the batch, not per task
     messages = []
     for index, item in enumerate(tasks):
         prefix = f"tasks.{index}."
@@ -217,8 +222,8 @@ def enqueue_batch(state: ApiState, tasks: list[TaskRequest]) -> Response:
         except ApiError as exc:  # an unknown name inside a valid route is a field error here
             raise ApiError(422, exc.code, f"tasks[{index}]: {exc.message}", exc.details) from None
         options = publish_options(state, item, prefix)
-        if keyed_ids is not None:
-            options["task_id"] = next(keyed_ids)
+        if ids is not None:
+            options["task_id"] = next(ids)
         queue_of(item.task, options.get("queue"))  # an unknown queue is a field error, before anything is sent
         messages.append(build(item.task, item.args, item.kwargs, options))
     started = time.perf_counter()
