@@ -192,6 +192,19 @@ def new_task_id() -> str:
     return str(uuid.UUID(int=value))
 
 
+def issued_at(task_id: str) -> float | None:
+    """When ``task_id`` was made (Unix seconds), read from a UUIDv7's first 48 bits; None for other ids.
+
+    No other form carries a time: uuid4 and an Idempotency-Key's uuid5 ids answer None.
+    """
+    if len(task_id) != 36 or task_id[14] != "7" or task_id[19] not in "89abAB" or task_id[8] != "-":
+        return None
+    try:
+        return int(task_id[:8] + task_id[9:13], 16) / 1000
+    except ValueError:
+        return None
+
+
 def derived_ids(seed: str) -> Iterator[str]:
     """Task ids derived from ``seed``, in order: the same seed always yields the same ids.
 

@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from fleet.api.accepted import open_accepted
+from fleet.messages import new_task_id
 from fleet.settings import load_settings
 from fleet.testing.processes import start_worker
 from tests.support.apps import app_for
@@ -77,6 +78,13 @@ def test_accepted_ids_live_beside_the_results(backend: str, private_env: dict[st
     assert not store.known(late)
     store.record([late])
     assert store.known(late)
+    # The API's own ids (UUIDv7) are written just after their 202: a reader in another process
+    # asking at once still finds each, and a fresh id nobody sent stays unknown.
+    reader = open_accepted(settings)
+    fresh = [new_task_id() for _ in range(3)]
+    store.record(fresh)
+    assert all(reader.known(task_id) for task_id in fresh)
+    assert not reader.known(new_task_id())
     # ... and one past its retention is no longer known.
     short = open_accepted(dataclasses.replace(settings, result_expires=1))
     gone = str(uuid.uuid4())
