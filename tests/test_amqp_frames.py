@@ -6,6 +6,9 @@ only the socket is a stand-in that records what it is given.
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import enum
 import threading
 import time
 from types import SimpleNamespace
@@ -13,13 +16,14 @@ from typing import Any
 
 import amqp
 import pytest
+from amqp.exceptions import FrameSyntaxError
 from amqp.method_framing import frame_writer
 from amqp.transport import TCPTransport
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kombu import Exchange, Queue
 
-from fleet.amqp_frames import CHUNK, encode_publishes, publish_frames
+from fleet.amqp_frames import CHUNK, encode_publishes, properties_bytes, publish_frames
 from fleet.celery_app import FleetCelery
 from fleet.confirm_streams import QUEUED, WRITTEN, Pending, Ticket, _Stream
 from fleet.messages import TaskMessage, TaskMessages
@@ -179,3 +183,39 @@ def test_a_confirm_stream_whose_second_write_fails_knows_what_may_have_reached_r
     assert [entry.state for entry in batch] == [WRITTEN] * (2 * CHUNK) + [QUEUED] * 10
     assert stream.sent == CHUNK and list(stream.waiting.values()) == batch[:CHUNK]
     assert channel.connection.bytes_sent == CHUNK
+
+
+def test_properties_are_py_amqps_for_every_type_a_header_can_hold() -> None:
+    """The fast path's edges (int widths, surrogates, tuples, empty tables) and the types it hands to py-amqp."""
+
+    class Text(str):
+        pass
+
+    class Level(enum.IntEnum):
+        HIGH = 9
+
+    headers = {
+        "ints": [0, -1, 2**31 - 1, -(2**31) + 1, -(2**31), 2**31, 2**63 - 1, -(2**63)],
+        "surrogate": "\ud800 lone",
+        "tuple": (1, "two", None, True, False, 2.5),
+        "empty": {},
+        "nested": {"a": [{"b": []}]},
+        "": "empty key",
+    }
+    unusual = [b"bytes", decimal.Decimal("1.25"), datetime.datetime(2026, 12, 7), Text("sub"), Level.HIGH]
+    cases = [amqp.Message(b"", application_headers=headers, correlation_id="\ud800", priority=0)]
+    cases += [amqp.Message(b"", application_headers={**headers, "odd": value}) for value in unusual]
+    cases += [amqp.Message(b"", correlation_id=b"raw", timestamp=1_700_000_000, application_headers={})]
+    cases += [amqp.Message(b"", application_headers={b"bytes key": 1})]
+    for message in cases:
+        assert properties_bytes(message) == message._serialize_properties(), message.properties
+
+
+def test_properties_py_amqp_refuses_are_refused_alike() -> None:
+    """A value no AMQP table holds: the same FrameSyntaxError, from py-amqp itself."""
+    message = amqp.Message(b"", application_headers={"ok": 1, "bad": object()})
+    with pytest.raises(FrameSyntaxError) as theirs:
+        message._serialize_properties()
+    with pytest.raises(FrameSyntaxError) as ours:
+        properties_bytes(message)
+    assert str(ours.value) == str(theirs.value)
