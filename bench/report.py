@@ -46,7 +46,7 @@ GOALS: dict[str, tuple[float, str, str]] = {
     "api_batch_vs_ceiling": (
         0.8,
         "at least",
-        "fleet API batch endpoint, confirmed tasks/s / raw py-amqp confirmed publish (transport)",
+        "fleet API batch endpoint, confirmed tasks/s / raw py-amqp confirmed publish, alternating in one scenario",
     ),
     "metrics_overhead": (
         0.05,
@@ -84,7 +84,9 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
         "io_bound_efficiency": _get(results, "io_bound.efficiency"),
         "api_vs_naive": _ratio(results, "api_enqueue.requests_per_s", "api_enqueue.naive.requests_per_s"),
         "api_enqueue.p99_ms": _get(results, "api_enqueue.p99_ms"),
-        "api_batch_vs_ceiling": _ratio(results, "api_enqueue.batch.tasks_per_s", "transport.raw_confirmed_per_s"),
+        "api_batch_vs_ceiling": _ratio(
+            results, "api_enqueue.batch.tasks_per_s", "api_enqueue.batch.raw_confirmed_per_s"
+        ),
         "batch_vs_ceiling": _ratio(results, "transport.publish_many_per_s", "transport.raw_confirmed_per_s"),
         "metrics_overhead": _get(results, "metrics_overhead.overhead"),
         "priority_under_flood.p99_ms": _get(results, "priority_under_flood.p99_ms"),
@@ -183,6 +185,8 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("api_enqueue", "fleet API p50 / p99", "p50_ms", " ms"),
     ("api_enqueue", "fleet API batch endpoint, confirmed tasks", "batch.tasks_per_s", "/s"),
     ("api_enqueue", "naive Flask + delay() (gunicorn), requests", "naive.requests_per_s", "/s"),
+    ("api_enqueue", "naive with Celery's confirms (`confirm_publish`)", "naive_confirmed.requests_per_s", "/s"),
+    ("api_enqueue", "raw py-amqp confirmed publish, beside the batch endpoint", "batch.raw_confirmed_per_s", "/s"),
 )
 
 

@@ -1,7 +1,10 @@
 """The naive enqueue endpoint of the Celery + Flask guide, run under gunicorn like fleet's API.
 
 One ``delay()`` per request with Celery's defaults (no publisher confirms): the
-answer says nothing about whether RabbitMQ has the message.
+answer says nothing about whether RabbitMQ has the message. With ``confirmed``,
+the same endpoint as a team would make it safe with Celery alone: py-amqp's
+publisher confirms (``broker_transport_options={"confirm_publish": True}``), so
+``delay()`` returns only once RabbitMQ acked, as fleet's 202 does.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from bench.apps.plain_celery import app as celery_app
 from bench.apps.plain_celery import noop
 
 
-def create_app() -> Flask:
+def create_app(confirmed: bool = False) -> Flask:
+    if confirmed:
+        celery_app.conf.broker_transport_options = {"confirm_publish": True}
     app = Flask(__name__)
     app.extensions["celery"] = celery_app
 

@@ -4,9 +4,13 @@ Load comes from wrk over loopback (bounded: fixed connections, fixed seconds).
 fleet: ``POST /api/tasks`` (answers 202 only after RabbitMQ confirmed) and
 ``POST /api/tasks/batch`` with 100 tasks a request. Naive: the Celery + Flask
 guide's ``delay()`` endpoint (no confirms), under the same gunicorn worker and
-thread counts and a listening socket per worker, as ``fleet api`` has. The
-three alternate, repeat after repeat; medians. Nothing
-consumes; the queues are purged after each figure.
+thread counts and a listening socket per worker, as ``fleet api`` has; and the
+same endpoint with Celery's own publisher confirms (what fleet's 202 promises,
+made with Celery alone). After each batch figure, the raw py-amqp confirmed
+publish (the transport scenario's ceiling) of ``tasks`` messages, so the batch
+endpoint's ratio to it does not depend on how the machine drifts between
+scenarios. All alternate, repeat after repeat; medians. Nothing consumes; the
+queues are purged after each figure.
 
 ``BENCH_API_PROFILE=1`` adds one more ``POST /api/tasks`` load after the
 figures with py-spy (the bench extra) recording every gunicorn worker; the raw
@@ -26,6 +30,7 @@ from typing import Any
 
 import requests
 
+from bench import rawamqp
 from bench.harness import Bench, median_of, purge, say
 from bench.profile import record
 from bench.scenarios.fleet import fleet_app
@@ -36,6 +41,7 @@ from fleet.testing.ports import free_port
 CONNECTIONS = 16
 WRK_THREADS = 2
 BATCH = 100
+RAW_QUEUE = "bench.raw.api"
 
 
 def available() -> str | None:
@@ -51,41 +57,74 @@ def run(bench: Bench) -> dict[str, Any]:
         return {"status": "pending", "reason": reason, "requests_per_s": None}
     with bench.vhost() as vhost:
         probe = bench.probe("api_enqueue")
-        port, naive_port = free_port(), free_port()
+        port, naive_port, confirmed_port = free_port(), free_port(), free_port()
         env = bench.env(vhost, probe, FLEET_API_BIND=f"127.0.0.1:{port}")
         settings = load_settings(env)
         fleet_app(env).close()  # topology declared before the first request
-        base, naive_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{naive_port}/tasks"
+        base = f"http://127.0.0.1:{port}"
+        naive_url, confirmed_url = (f"http://127.0.0.1:{p}/tasks" for p in (naive_port, confirmed_port))
         api = bench.start("api", ["fleet", "api"], env)
-        # --reuse-port as `fleet api` runs it: on one shared socket a worker can take every keep-alive
-        # connection, and the naive figure came in two modes, about 550/s and 1,050/s (PERFORMANCE.md).
-        argv = ["gunicorn", "--bind", f"127.0.0.1:{naive_port}", "--reuse-port", "--workers", str(settings.api_workers)]
-        argv += ["--threads", str(settings.api_threads), "bench.apps.naive_api:create_app()"]
-        bench.start("naive-api", argv, env)  # an idle server costs nothing; both run side by side
+        # Idle servers cost nothing; all run side by side.
+        bench.start("naive-api", _naive_argv(naive_port, settings.api_workers, settings.api_threads), env)
+        argv = _naive_argv(confirmed_port, settings.api_workers, settings.api_threads, confirmed=True)
+        bench.start("naive-confirmed-api", argv, env)
         _wait_http(bench, f"{base}/healthz")
         _wait_http(bench, naive_url, method="POST")
+        _wait_http(bench, confirmed_url, method="POST")
+        rawamqp.declare(vhost.url, RAW_QUEUE)
         one = _task_body(0.0)
-        runs: dict[str, list[dict[str, Any]]] = {"single": [], "batch": [], "naive": []}
+        runs: dict[str, list[dict[str, Any]]] = {"single": [], "batch": [], "naive": [], "naive_confirmed": []}
+        raw: list[float] = []
         # Interleaved, repeat after repeat, so a drifting machine hits fleet and naive alike.
         for index in range(bench.sizes.repeats):
             say(f"api_enqueue: repeat {index + 1}/{bench.sizes.repeats}")
             runs["single"].append(_wrk(bench, "api-single", f"{base}/api/tasks", one))
             _check_queued(vhost.url, runs["single"][-1], per_request=1)
             runs["naive"].append(_wrk(bench, "naive", naive_url, {"sent_at": 0.0}))
+            purge(vhost.url, "default")
+            runs["naive_confirmed"].append(_wrk(bench, "naive-confirmed", confirmed_url, {"sent_at": 0.0}))
+            purge(vhost.url, "default")
             runs["batch"].append(_wrk(bench, "api-batch", f"{base}/api/tasks/batch", {"tasks": [one] * BATCH}))
             _check_queued(vhost.url, runs["batch"][-1], per_request=BATCH)
+            raw.append(_raw_confirmed(vhost.url, bench.sizes.tasks))
         if os.environ.get("BENCH_API_PROFILE") == "1" and api.proc is not None:
             _profile(bench, api.proc.pid, f"{base}/api/tasks", one)
             purge(vhost.url, "default")
         bench.stop_all()
-    single, batch, naive = (_medians(runs[name]) for name in ("single", "batch", "naive"))
+    single, batch, naive, confirmed = (_medians(runs[name]) for name in ("single", "batch", "naive", "naive_confirmed"))
     return {
         **single,
-        "batch": {**batch, "tasks_per_s": round(batch["requests_per_s"] * BATCH, 1), "tasks_per_request": BATCH},
+        "batch": {
+            **batch,
+            "tasks_per_s": round(batch["requests_per_s"] * BATCH, 1),
+            "tasks_per_request": BATCH,
+            "raw_confirmed_per_s": round(median_of(raw), 1),
+            "raw_confirmed_runs": [round(rate, 1) for rate in raw],
+        },
         "naive": naive,
+        "naive_confirmed": confirmed,
         "load": {"connections": CONNECTIONS, "wrk_threads": WRK_THREADS, "seconds": bench.sizes.api_seconds},
         "gunicorn": {"workers": settings.api_workers, "threads": settings.api_threads},
     }
+
+
+def _naive_argv(port: int, workers: int, threads: int, confirmed: bool = False) -> list[str]:
+    """The guide's endpoint under gunicorn with fleet's worker and thread counts.
+
+    --reuse-port as `fleet api` runs it: on one shared socket a worker can take every keep-alive
+    connection, and the naive figure came in two modes, about 550/s and 1,050/s (PERFORMANCE.md).
+    """
+    argv = ["gunicorn", "--bind", f"127.0.0.1:{port}", "--reuse-port", "--workers", str(workers)]
+    return [*argv, "--threads", str(threads), f"bench.apps.naive_api:create_app(confirmed={confirmed})"]
+
+
+def _raw_confirmed(url: str, count: int) -> float:
+    """The ceiling beside the batch figure: raw py-amqp confirmed publishes per second."""
+    start, end = rawamqp.publish_confirmed(url, RAW_QUEUE, count)
+    purge(url, RAW_QUEUE)
+    rate = count / (end - start)
+    say(f"api_enqueue raw py-amqp confirmed publish, alongside: {rate:,.0f} publishes/s")
+    return rate
 
 
 def _profile(bench: Bench, master: int, url: str, body: dict[str, Any]) -> None:
