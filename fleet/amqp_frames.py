@@ -98,7 +98,7 @@ def properties_bytes(message: amqp.Message) -> bytes:
 
 def _properties(properties: Mapping[str, Any]) -> bytes:
     flags = 0
-    parts = [b""]
+    parts = []
     for name, kind, bit in _PROPERTIES:
         value = properties.get(name)
         if value is None:
@@ -114,8 +114,7 @@ def _properties(properties: Mapping[str, Any]) -> bytes:
             parts.append(pack(">Q", value))
         else:  # no other kind among basic's properties today
             raise _Unusual(kind)
-    parts[0] = pack(">H", flags)
-    return b"".join(parts)
+    return pack(">H", flags) + b"".join(parts)
 
 
 def _shortstr(value: Any) -> bytes:
