@@ -145,6 +145,6 @@ def child_exit(server: Any, worker: Any) -> None:
 
 def post_worker_init(worker: Any) -> None:
     """In each worker, once the app is loaded: the start-up heap leaves the collector's sight (fleet.heap)."""
-    from fleet.heap import freeze_startup_objects
+    from fleet.heap import tune_api_collector
 
-    freeze_startup_objects(worker)
+    tune_api_collector()
