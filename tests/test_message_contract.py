@@ -13,19 +13,24 @@ either fails here, loudly, instead of in production.
 
 from __future__ import annotations
 
+import decimal
 import inspect
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import amqp
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from kombu import Connection, Producer
+from kombu.exceptions import EncodeError
+from kombu.serialization import dumps
 
 from fleet.celery_app import FleetCelery
-from fleet.messages import TaskMessages
+from fleet.messages import TaskMessages, serialize
 from tests.test_publish import CALLS
 
 pytestmark = pytest.mark.pure
@@ -81,6 +86,32 @@ def test_headers_properties_and_body_are_send_tasks(pure_app: FleetCelery, call:
     # Body for body, and the route.
     assert json.loads(ours.message.body) == json.loads(theirs.body)
     assert (ours.exchange, ours.routing_key) == (theirs.delivery_info["exchange"], theirs.delivery_info["routing_key"])
+
+
+#: what a task body can hold: JSON's values, and the ones kombu's encoder turns into text
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text()
+    | st.datetimes(timezones=st.none() | st.just(UTC)) | st.uuids() | st.decimals(allow_nan=False),
+    lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+
+
+@given(args=st.lists(_VALUES, max_size=4), kwargs=st.dictionaries(st.text(), _VALUES, max_size=4))
+def test_the_body_is_kombus_json_byte_for_byte(args: list[Any], kwargs: dict[str, Any]) -> None:
+    """fleet serializes bodies with kombu's JSON encoder directly: the same content type, encoding and text."""
+    body = (args, kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None})
+    assert serialize(body, "json") == dumps(body, serializer="json")
+
+
+def test_a_body_json_cannot_hold_fails_as_kombu_fails() -> None:
+    for body in ((object(),), {"amount": decimal.Decimal("NaN"), "set": {1}}):
+        with pytest.raises(EncodeError) as ours:
+            serialize(body, "json")
+        with pytest.raises(EncodeError) as kombus:
+            dumps(body, serializer="json")
+        assert type(ours.value.args[0]) is type(kombus.value.args[0]) is TypeError
+    assert serialize("text", "raw") == dumps("text", serializer="raw")  # other serializers: kombu's own
 
 
 def test_as_task_v2_takes_the_arguments_the_builder_passes() -> None:
