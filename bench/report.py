@@ -181,11 +181,12 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("metrics_overhead", "worker CPU per task, metrics on", "on.cpu_us_per_task", " µs"),
     ("priority_under_flood", "high_priority enqueue-to-start p50 under flood", "p50_ms", " ms"),
     ("priority_under_flood", "high_priority enqueue-to-start p99 under flood", "p99_ms", " ms"),
-    ("api_enqueue", "fleet API (gunicorn), confirmed enqueues", "requests_per_s", "/s"),
+    ("api_enqueue", "fleet API (gunicorn, gevent), confirmed enqueues", "requests_per_s", "/s"),
     ("api_enqueue", "fleet API p50 / p99", "p50_ms", " ms"),
     ("api_enqueue", "fleet API batch endpoint, confirmed tasks", "batch.tasks_per_s", "/s"),
-    ("api_enqueue", "naive Flask + delay() (gunicorn), requests", "naive.requests_per_s", "/s"),
+    ("api_enqueue", "naive Flask + delay() (gunicorn, gthread), requests", "naive.requests_per_s", "/s"),
     ("api_enqueue", "naive with Celery's confirms (`confirm_publish`)", "naive_confirmed.requests_per_s", "/s"),
+    ("api_enqueue", "naive on gevent workers, as `fleet api` serves", "naive_gevent.requests_per_s", "/s"),
     ("api_enqueue", "raw py-amqp confirmed publish, beside the batch endpoint", "batch.raw_confirmed_per_s", "/s"),
 )
 

@@ -2,10 +2,11 @@
 
 A confirmed publish on its own costs a round trip to RabbitMQ (and RabbitMQ's
 write to disk) per message, on a channel each request thread holds while it
-waits. Here a few *stream* threads per process own one confirm-mode connection
-each. A request hands its message to the streams and waits; a free stream takes
-every message waiting at that moment, writes them back to back (many per socket
-write, :mod:`fleet.amqp_frames`), then collects RabbitMQ's acks (often one
+waits. Here a few *stream* threads per process (greenlets under the API's
+gevent workers) own one confirm-mode connection each. A request hands its
+message to the streams and waits; a free stream takes every message waiting at
+that moment, writes them back to back (many per socket write,
+:mod:`fleet.amqp_frames`), then collects RabbitMQ's acks (often one
 ``multiple`` ack for the lot) and answers each request when its own message is
 acked. Requests that arrive meanwhile go out with the next stream, or the next
 round: nothing waits for a timer.

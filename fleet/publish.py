@@ -231,7 +231,7 @@ class Publisher:
 
     ``timeout`` bounds connecting, each socket read/write and the wait for the
     confirms; :meth:`run` never takes much longer than ``timeout`` in total.
-    Thread-safe (gunicorn's gthread workers share it); fork-aware (a forked
+    Thread-safe (an API worker's threads or greenlets share it); fork-aware (a forked
     child never reuses its parent's sockets).
     """
 

@@ -157,6 +157,8 @@ class Settings:
     api_workers: int = _env("FLEET_API_WORKERS", "2", _positive_int)
     api_max_body_bytes: int = _env("FLEET_API_MAX_BODY_BYTES", "1048576", _positive_int)
     publish_timeout: float = _env("FLEET_PUBLISH_TIMEOUT", "3", _positive_float)
+    # gevent: each connection a greenlet, one OS thread per worker; gthread: FLEET_API_THREADS threads.
+    api_worker_class: str = _env("FLEET_API_WORKER_CLASS", "gevent", _choice("gevent", "gthread"))
     api_threads: int = _env("FLEET_API_THREADS", "8", _positive_int)
     # Threads per API worker process that share the requests' confirms (fleet.confirm_streams).
     api_confirm_streams: int = _env("FLEET_API_CONFIRM_STREAMS", "2", _positive_int)

@@ -1,4 +1,4 @@
-"""How ``fleet api`` listens: a socket per gunicorn worker (SO_REUSEPORT), and a taken port refused."""
+"""How ``fleet api`` serves: gevent workers (or gthread), a socket per worker (SO_REUSEPORT), a taken port refused."""
 
 from __future__ import annotations
 
@@ -67,14 +67,17 @@ def test_a_listened_on_address_is_refused_and_a_free_one_passes() -> None:
     check_bind_free("unix:/nonexistent/fleet.sock")  # not an address family it checks: gunicorn's
 
 
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
 def test_each_worker_listens_for_itself_and_keep_alive_connections_spread(
-    fleet_env: dict[str, str], log_dir: Path
+    fleet_env: dict[str, str], log_dir: Path, worker_class: str
 ) -> None:
     """On one shared socket a gunicorn worker could accept all of a client's keep-alive connections
-    (16 of 16 in 2 of 6 benchmark runs), leaving the other worker, and a core, idle."""
-    server = ApiServer(fleet_env, log_dir).start()
+    (16 of 16 in 2 of 6 benchmark runs), leaving the other worker, and a core, idle. Either worker class."""
+    extra = {} if worker_class == "gevent" else {"FLEET_API_WORKER_CLASS": worker_class}  # gevent: the default
+    server = ApiServer(fleet_env, log_dir, **extra).start()
     clients: list[socket.socket] = []
     try:
+        server.process.wait_for_log(f"Using worker: {worker_class}", timeout=10)
         assert server.process.proc is not None
         workers = _workers(server.process.proc.pid, 2)
         assert len(workers) == 2, workers

@@ -3,14 +3,16 @@
 Load comes from wrk over loopback (bounded: fixed connections, fixed seconds).
 fleet: ``POST /api/tasks`` (answers 202 only after RabbitMQ confirmed) and
 ``POST /api/tasks/batch`` with 100 tasks a request. Naive: the Celery + Flask
-guide's ``delay()`` endpoint (no confirms), under the same gunicorn worker and
-thread counts and a listening socket per worker, as ``fleet api`` has; and the
-same endpoint with Celery's own publisher confirms (what fleet's 202 promises,
-made with Celery alone). After each batch figure, the raw py-amqp confirmed
-publish (the transport scenario's ceiling) of ``tasks`` messages, so the batch
-endpoint's ratio to it does not depend on how the machine drifts between
-scenarios. All alternate, repeat after repeat; medians. Nothing consumes; the
-queues are purged after each figure.
+guide's ``delay()`` endpoint (no confirms), under gunicorn's gthread workers with
+fleet's worker and thread counts and a listening socket per worker, as ``fleet
+api`` has; the same endpoint with Celery's own publisher confirms (what fleet's
+202 promises, made with Celery alone); and the unconfirmed one on gevent workers,
+``fleet api``'s default class, so the server's share of the difference shows.
+After each batch figure, the raw py-amqp confirmed publish (the transport
+scenario's ceiling) of ``tasks`` messages, so the batch endpoint's ratio to it
+does not depend on how the machine drifts between scenarios. All alternate,
+repeat after repeat; medians. Nothing consumes; the queues are purged after
+each figure.
 
 ``BENCH_API_PROFILE=1`` adds one more ``POST /api/tasks`` load after the
 figures with py-spy (the bench extra) recording every gunicorn worker; the raw
@@ -57,23 +59,28 @@ def run(bench: Bench) -> dict[str, Any]:
         return {"status": "pending", "reason": reason, "requests_per_s": None}
     with bench.vhost() as vhost:
         probe = bench.probe("api_enqueue")
-        port, naive_port, confirmed_port = free_port(), free_port(), free_port()
+        port, naive_port, confirmed_port, gevent_port = free_port(), free_port(), free_port(), free_port()
         env = bench.env(vhost, probe, FLEET_API_BIND=f"127.0.0.1:{port}")
         settings = load_settings(env)
         fleet_app(env).close()  # topology declared before the first request
         base = f"http://127.0.0.1:{port}"
-        naive_url, confirmed_url = (f"http://127.0.0.1:{p}/tasks" for p in (naive_port, confirmed_port))
+        naive_url, confirmed_url, gevent_url = (
+            f"http://127.0.0.1:{p}/tasks" for p in (naive_port, confirmed_port, gevent_port)
+        )
         api = bench.start("api", ["fleet", "api"], env)
         # Idle servers cost nothing; all run side by side.
         bench.start("naive-api", _naive_argv(naive_port, settings.api_workers, settings.api_threads), env)
         argv = _naive_argv(confirmed_port, settings.api_workers, settings.api_threads, confirmed=True)
         bench.start("naive-confirmed-api", argv, env)
+        bench.start("naive-gevent-api", _naive_argv(gevent_port, settings.api_workers, 0, worker_class="gevent"), env)
         _wait_http(bench, f"{base}/healthz")
-        _wait_http(bench, naive_url, method="POST")
-        _wait_http(bench, confirmed_url, method="POST")
+        for url in (naive_url, confirmed_url, gevent_url):
+            _wait_http(bench, url, method="POST")
         rawamqp.declare(vhost.url, RAW_QUEUE)
         one = _task_body(0.0)
-        runs: dict[str, list[dict[str, Any]]] = {"single": [], "batch": [], "naive": [], "naive_confirmed": []}
+        runs: dict[str, list[dict[str, Any]]] = {
+            "single": [], "batch": [], "naive": [], "naive_confirmed": [], "naive_gevent": [],
+        }  # fmt: skip
         raw: list[float] = []
         # Interleaved, repeat after repeat, so a drifting machine hits fleet and naive alike.
         for index in range(bench.sizes.repeats):
@@ -84,6 +91,8 @@ def run(bench: Bench) -> dict[str, Any]:
             purge(vhost.url, "default")
             runs["naive_confirmed"].append(_wrk(bench, "naive-confirmed", confirmed_url, {"sent_at": 0.0}))
             purge(vhost.url, "default")
+            runs["naive_gevent"].append(_wrk(bench, "naive-gevent", gevent_url, {"sent_at": 0.0}))
+            purge(vhost.url, "default")
             runs["batch"].append(_wrk(bench, "api-batch", f"{base}/api/tasks/batch", {"tasks": [one] * BATCH}))
             _check_queued(vhost.url, runs["batch"][-1], per_request=BATCH)
             raw.append(_raw_confirmed(vhost.url, bench.sizes.tasks))
@@ -91,7 +100,9 @@ def run(bench: Bench) -> dict[str, Any]:
             _profile(bench, api.proc.pid, f"{base}/api/tasks", one)
             purge(vhost.url, "default")
         bench.stop_all()
-    single, batch, naive, confirmed = (_medians(runs[name]) for name in ("single", "batch", "naive", "naive_confirmed"))
+    single, batch, naive, confirmed, naive_gevent = (
+        _medians(runs[name]) for name in ("single", "batch", "naive", "naive_confirmed", "naive_gevent")
+    )
     return {
         **single,
         "batch": {
@@ -103,19 +114,28 @@ def run(bench: Bench) -> dict[str, Any]:
         },
         "naive": naive,
         "naive_confirmed": confirmed,
+        "naive_gevent": naive_gevent,
         "load": {"connections": CONNECTIONS, "wrk_threads": WRK_THREADS, "seconds": bench.sizes.api_seconds},
-        "gunicorn": {"workers": settings.api_workers, "threads": settings.api_threads},
+        "gunicorn": {
+            "workers": settings.api_workers,
+            "worker_class": settings.api_worker_class,
+            "naive_threads": settings.api_threads,
+        },
     }
 
 
-def _naive_argv(port: int, workers: int, threads: int, confirmed: bool = False) -> list[str]:
-    """The guide's endpoint under gunicorn with fleet's worker and thread counts.
+def _naive_argv(
+    port: int, workers: int, threads: int, confirmed: bool = False, worker_class: str = "gthread"
+) -> list[str]:
+    """The guide's endpoint under gunicorn with fleet's worker count, on ``threads`` gthread threads or gevent.
 
     --reuse-port as `fleet api` runs it: on one shared socket a worker can take every keep-alive
     connection, and the naive figure came in two modes, about 550/s and 1,050/s (PERFORMANCE.md).
     """
     argv = ["gunicorn", "--bind", f"127.0.0.1:{port}", "--reuse-port", "--workers", str(workers)]
-    return [*argv, "--threads", str(threads), f"bench.apps.naive_api:create_app(confirmed={confirmed})"]
+    concurrency = ["--threads", str(threads)] if worker_class == "gthread" else []
+    app = f"bench.apps.naive_api:create_app(confirmed={confirmed})"
+    return [*argv, "--worker-class", worker_class, *concurrency, app]
 
 
 def _raw_confirmed(url: str, count: int) -> float:

@@ -1,7 +1,11 @@
 """Serving the API under gunicorn: the command line ``fleet api`` runs, and gunicorn's hooks.
 
-gthread workers: a request mostly waits on RabbitMQ's confirm, so threads
-serve many at once. gunicorn answers a few errors itself, before Flask sees
+gevent workers by default: a request mostly waits on RabbitMQ's confirm, and
+in a greenlet that wait, the hand-off to the confirm streams and the answer
+cost no thread switches and no contention for the GIL (a third less CPU per
+request than gthread's threads, docs/PERFORMANCE.md). ``FLEET_API_WORKER_CLASS=gthread``
+serves with ``FLEET_API_THREADS`` threads instead, for code that blocks
+without yielding to gevent (C extensions that wait inside). gunicorn answers a few errors itself, before Flask sees
 the request (a request line or a header over its limits, a malformed request):
 the limits are raised so that anything a client can reasonably send reaches
 Flask (which answers an over-long task id with a JSON 422), and what gunicorn
@@ -41,6 +45,8 @@ GUNICORN_CODES = {
 
 def gunicorn_argv(settings: Settings) -> list[str]:
     access_log = ["--access-logfile", "-"] if settings.api_access_log else []
+    # gevent takes gunicorn's --worker-connections (1000 a worker): each connection its own greenlet.
+    threads = ["--threads", str(settings.api_threads)] if settings.api_worker_class == "gthread" else []
     return [
         sys.executable,
         "-m",
@@ -50,9 +56,8 @@ def gunicorn_argv(settings: Settings) -> list[str]:
         "--workers",
         str(settings.api_workers),
         "--worker-class",
-        "gthread",
-        "--threads",
-        str(settings.api_threads),
+        settings.api_worker_class,
+        *threads,
         # Longer than any request can take (publish timeouts are seconds), short enough to replace a stuck worker.
         "--timeout",
         "30",

@@ -103,10 +103,12 @@ class K8s:
     #: the Celery main process (consumer, event loop) beside concurrency x memory_mb
     main_process_memory_mb: int = 128
     cpu_limit_factor: int = 2
-    #: gunicorn per API pod (docs/PERFORMANCE.md, "The server"): one gthread worker per core of the pod's CPU
+    #: gunicorn per API pod (docs/PERFORMANCE.md, "The server"): one worker per core of the pod's CPU
     #: limit (0.5 requested x cpu_limit_factor = 1 core, plus one spare so a dead worker leaves one serving),
-    #: 8 threads each, and 2 confirm streams per worker that its requests share
+    #: gevent workers (8 threads each if switched to gthread), and 2 confirm streams per worker that its
+    #: requests share
     api_gunicorn_workers: int = 2
+    api_gunicorn_worker_class: str = "gevent"
     api_gunicorn_threads: int = 8
     api_confirm_streams: int = 2
     #: files only (fleet.worker.health): a broker outage must not fail these and crash-loop the pods
