@@ -160,6 +160,9 @@ class Settings:
     # gevent: each connection a greenlet, one OS thread per worker; gthread: FLEET_API_THREADS threads.
     api_worker_class: str = _env("FLEET_API_WORKER_CLASS", "gevent", _choice("gevent", "gthread"))
     api_threads: int = _env("FLEET_API_THREADS", "8", _positive_int)
+    # Connections a worker serves at once (gunicorn's --worker-connections, 1000 by default): with gevent each
+    # reads its body in full, so this bounds a worker's memory (FLEET_API_MAX_BODY_BYTES each).
+    api_connections: int = _env("FLEET_API_CONNECTIONS", "64", _positive_int)
     # Threads per API worker process that share the requests' confirms (fleet.confirm_streams).
     api_confirm_streams: int = _env("FLEET_API_CONFIRM_STREAMS", "2", _positive_int)
     # gunicorn's access log costs about 7% of an enqueue's CPU; /metrics counts every request anyway.

@@ -108,3 +108,33 @@ def test_a_second_api_on_a_taken_port_exits_with_a_clear_error(fleet_env: dict[s
         assert all(first.get("/healthz").status_code == 200 for _ in range(10))
     finally:
         first.stop()
+
+
+def test_a_worker_serves_at_most_its_connections_and_the_next_waits_its_turn(
+    fleet_env: dict[str, str], log_dir: Path
+) -> None:
+    """FLEET_API_CONNECTIONS bounds what a gevent worker holds at once (each may carry a 1 MiB body):
+    clients that never finish their request fill it, the next connection waits, and is served once one leaves."""
+    server = ApiServer(fleet_env, log_dir, FLEET_API_WORKERS="1", FLEET_API_CONNECTIONS="2").start()
+    stalled = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(2)]
+    waiting = socket.create_connection(("127.0.0.1", server.port), timeout=10)  # queued behind them by the kernel
+    try:
+        for client in stalled:  # a request line and no end of headers: each holds its connection
+            client.sendall(b"POST /api/tasks HTTP/1.1\r\nHost: fleet\r\n")
+        assert server.process.proc is not None
+        workers = _workers(server.process.proc.pid, 1)
+        deadline = time.monotonic() + 10
+        while sum(_owner(_server_sockets(server.port, ESTABLISHED), workers).values()) < 2:
+            assert time.monotonic() < deadline, "the worker did not accept the first two connections"
+            time.sleep(0.05)
+        waiting.sendall(b"GET /healthz HTTP/1.1\r\nHost: fleet\r\n\r\n")
+        waiting.settimeout(1.5)
+        with pytest.raises(TimeoutError):
+            waiting.recv(65536)  # not accepted: the worker's two connections are taken
+        stalled.pop().close()
+        waiting.settimeout(10)
+        assert waiting.recv(65536).startswith(b"HTTP/1.1 200")
+    finally:
+        for client in [*stalled, waiting]:
+            client.close()
+        server.stop()

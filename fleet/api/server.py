@@ -45,7 +45,6 @@ GUNICORN_CODES = {
 
 def gunicorn_argv(settings: Settings) -> list[str]:
     access_log = ["--access-logfile", "-"] if settings.api_access_log else []
-    # gevent takes gunicorn's --worker-connections (1000 a worker): each connection its own greenlet.
     threads = ["--threads", str(settings.api_threads)] if settings.api_worker_class == "gthread" else []
     return [
         sys.executable,
@@ -58,6 +57,8 @@ def gunicorn_argv(settings: Settings) -> list[str]:
         "--worker-class",
         settings.api_worker_class,
         *threads,
+        "--worker-connections",
+        str(settings.api_connections),
         # Longer than any request can take (publish timeouts are seconds), short enough to replace a stuck worker.
         "--timeout",
         "30",

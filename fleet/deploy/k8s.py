@@ -74,6 +74,7 @@ def config_data() -> dict[str, str]:
         "FLEET_API_WORKERS": str(VALUES.k8s.api_gunicorn_workers),
         "FLEET_API_WORKER_CLASS": VALUES.k8s.api_gunicorn_worker_class,
         "FLEET_API_THREADS": str(VALUES.k8s.api_gunicorn_threads),
+        "FLEET_API_CONNECTIONS": str(VALUES.k8s.api_gunicorn_connections),
         "FLEET_API_CONFIRM_STREAMS": str(VALUES.k8s.api_confirm_streams),
         "FLEET_METRICS_PORT": str(VALUES.metrics_port),
     }

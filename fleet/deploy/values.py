@@ -108,8 +108,10 @@ class K8s:
     #: gevent workers (8 threads each if switched to gthread), and 2 confirm streams per worker that its
     #: requests share
     api_gunicorn_workers: int = 2
-    api_gunicorn_worker_class: str = "gevent"
+    api_gunicorn_worker_class: str = _DEFAULTS.api_worker_class
     api_gunicorn_threads: int = 8
+    #: connections a worker serves at once: with the 1 MiB body limit, within the pod's memory
+    api_gunicorn_connections: int = _DEFAULTS.api_connections
     api_confirm_streams: int = 2
     #: files only (fleet.worker.health): a broker outage must not fail these and crash-loop the pods
     worker_probes: Probes = Probes(timeout_s=5, startup=Probe(5, 24), liveness=Probe(15, 3), readiness=Probe(10, 2))
