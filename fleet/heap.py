@@ -10,11 +10,12 @@ allocated afterwards is collected as before.
 
 The API's processes also raise the youngest generation's threshold
 (:data:`API_YOUNG_THRESHOLD`). CPython collects it each time 700 more
-container objects are alive than at the last pass; eight batch requests
-building their messages at once keep several thousand alive, so the count
-crossed 700 again and again and every pass re-walked messages still in
-flight (about 4 µs of CPU per task, 7% of a batch request's, with
-``gc.callbacks``). Almost all of it is freed by reference counting anyway.
+container objects are alive than at the last pass; the batch requests in
+flight (built by eight threads at once, or waiting on their confirms in
+greenlets) keep several thousand alive, so the count crossed 700 again and
+again and every pass re-walked messages still in flight (about 4 µs of CPU per
+task, 7% of a batch request's, with ``gc.callbacks``). Almost all of it is
+freed by reference counting anyway.
 """
 
 from __future__ import annotations

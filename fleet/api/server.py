@@ -3,13 +3,16 @@
 gevent workers by default: a request mostly waits on RabbitMQ's confirm, and
 in a greenlet that wait, the hand-off to the confirm streams and the answer
 cost no thread switches and no contention for the GIL (a third less CPU per
-request than gthread's threads, docs/PERFORMANCE.md). ``FLEET_API_WORKER_CLASS=gthread``
-serves with ``FLEET_API_THREADS`` threads instead, for code that blocks
-without yielding to gevent (C extensions that wait inside). gunicorn answers a few errors itself, before Flask sees
-the request (a request line or a header over its limits, a malformed request):
-the limits are raised so that anything a client can reasonably send reaches
-Flask (which answers an over-long task id with a JSON 422), and what gunicorn
-still refuses is answered in the API's one JSON error shape, not an HTML page.
+request than gthread's threads, docs/PERFORMANCE.md).
+``FLEET_API_WORKER_CLASS=gthread`` serves with ``FLEET_API_THREADS`` threads
+instead, for code that blocks without yielding to gevent (C extensions that
+wait inside).
+
+gunicorn answers a few errors itself, before Flask sees the request (a request
+line or a header over its limits, a malformed request): the limits are raised
+so that anything a client can reasonably send reaches Flask (which answers an
+over-long task id with a JSON 422), and what gunicorn still refuses is
+answered in the API's one JSON error shape, not an HTML page.
 
 prometheus-client's multiprocess directory is wiped here,
 before any worker starts (stale files would resurrect dead workers' counts),
