@@ -36,7 +36,7 @@ from bench import rawamqp
 from bench.harness import Bench, median_of, purge, say
 from bench.profile import record
 from bench.scenarios.fleet import fleet_app
-from fleet.settings import load_settings
+from fleet.settings import Settings, load_settings
 from fleet.testing.broker import queue_depth
 from fleet.testing.ports import free_port
 
@@ -69,10 +69,9 @@ def run(bench: Bench) -> dict[str, Any]:
         )
         api = bench.start("api", ["fleet", "api"], env)
         # Idle servers cost nothing; all run side by side.
-        bench.start("naive-api", _naive_argv(naive_port, settings.api_workers, settings.api_threads), env)
-        argv = _naive_argv(confirmed_port, settings.api_workers, settings.api_threads, confirmed=True)
-        bench.start("naive-confirmed-api", argv, env)
-        bench.start("naive-gevent-api", _naive_argv(gevent_port, settings.api_workers, 0, worker_class="gevent"), env)
+        bench.start("naive-api", _naive_argv(naive_port, settings), env)
+        bench.start("naive-confirmed-api", _naive_argv(confirmed_port, settings, confirmed=True), env)
+        bench.start("naive-gevent-api", _naive_argv(gevent_port, settings, worker_class="gevent"), env)
         _wait_http(bench, f"{base}/healthz")
         for url in (naive_url, confirmed_url, gevent_url):
             _wait_http(bench, url, method="POST")
@@ -124,16 +123,14 @@ def run(bench: Bench) -> dict[str, Any]:
     }
 
 
-def _naive_argv(
-    port: int, workers: int, threads: int, confirmed: bool = False, worker_class: str = "gthread"
-) -> list[str]:
-    """The guide's endpoint under gunicorn with fleet's worker count, on ``threads`` gthread threads or gevent.
+def _naive_argv(port: int, settings: Settings, confirmed: bool = False, worker_class: str = "gthread") -> list[str]:
+    """The guide's endpoint under gunicorn with fleet's worker count, on fleet's gthread threads or on gevent.
 
     --reuse-port as `fleet api` runs it: on one shared socket a worker can take every keep-alive
     connection, and the naive figure came in two modes, about 550/s and 1,050/s (PERFORMANCE.md).
     """
-    argv = ["gunicorn", "--bind", f"127.0.0.1:{port}", "--reuse-port", "--workers", str(workers)]
-    concurrency = ["--threads", str(threads)] if worker_class == "gthread" else []
+    argv = ["gunicorn", "--bind", f"127.0.0.1:{port}", "--reuse-port", "--workers", str(settings.api_workers)]
+    concurrency = ["--threads", str(settings.api_threads)] if worker_class == "gthread" else []
     app = f"bench.apps.naive_api:create_app(confirmed={confirmed})"
     return [*argv, "--worker-class", worker_class, *concurrency, app]
 

@@ -109,10 +109,10 @@ class K8s:
     #: requests share
     api_gunicorn_workers: int = 2
     api_gunicorn_worker_class: str = _DEFAULTS.api_worker_class
-    api_gunicorn_threads: int = 8
+    api_gunicorn_threads: int = _DEFAULTS.api_threads
     #: connections a worker serves at once: with the 1 MiB body limit, within the pod's memory
     api_gunicorn_connections: int = _DEFAULTS.api_connections
-    api_confirm_streams: int = 2
+    api_confirm_streams: int = _DEFAULTS.api_confirm_streams
     #: files only (fleet.worker.health): a broker outage must not fail these and crash-loop the pods
     worker_probes: Probes = Probes(timeout_s=5, startup=Probe(5, 24), liveness=Probe(15, 3), readiness=Probe(10, 2))
     api_probes: Probes = Probes(timeout_s=3, startup=Probe(2, 30), liveness=Probe(10, 3), readiness=Probe(5, 2))
