@@ -3,12 +3,15 @@
 Read it as a table. Every work queue is durable, bound to the ``fleet`` direct
 exchange under its own name, and dead-letters what cannot be processed to
 ``<queue>.dlq`` through ``fleet.dlx``. Nothing else in fleet names a queue's
-arguments.
+arguments, or the policy recommended for them on RabbitMQ before 3.12.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+from dataclasses import dataclass, field
 
 from amqp.exceptions import AccessRefused, ChannelError, PreconditionFailed
 from kombu import Connection, Exchange, Queue
@@ -41,6 +44,21 @@ BEAT_LEADER_QUEUE = "fleet.beat.leader"
 #: Beat's shared "last sent" times, so a beat taking over never re-sends what the
 #: previous leader sent (fleet.beat). One message: the latest state.
 BEAT_STATE_QUEUE = "fleet.beat.state"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A RabbitMQ policy: keys applied by the broker to every queue whose name matches."""
+
+    name: str
+    pattern: str
+    definition: dict[str, object] = field(default_factory=dict)
+    apply_to: str = "queues"
+
+    def rabbitmqctl_args(self, vhost: str) -> list[str]:
+        """``rabbitmqctl`` arguments that set this policy on ``vhost``."""
+        definition = json.dumps(self.definition, separators=(",", ":"))
+        return ["set_policy", "-p", vhost, "--apply-to", self.apply_to, self.name, self.pattern, definition]
 
 
 def dlq_name(queue: str) -> str:
@@ -152,6 +170,21 @@ def topology(queue_type: str = "classic", delivery_limit: int = 5) -> tuple[Queu
         *dead_letter_queues(queue_type),
         *(delay_queue(seconds, queue_type) for seconds in DELAY_SECONDS),
     )
+
+
+def backlog_policy() -> Policy:
+    """Lazy mode for every queue fleet fills: work, dead-letter and delay queues.
+
+    Before 3.12, RabbitMQ keeps a classic queue's backlog in the memory of the
+    queue's process; with tens of thousands of messages waiting, that process
+    pauses for 20-40 ms at a time and publisher confirms (so the API's 202s)
+    wait with it (docs/PERFORMANCE.md). Lazy mode keeps the backlog on disk,
+    which 3.12 and later always do (they ignore the key; quorum queues too). A
+    policy, not a queue argument: it reaches queues that already exist, where a
+    changed argument would make RabbitMQ refuse every later declare.
+    """
+    names = "|".join(re.escape(queue.name) for queue in topology())
+    return Policy("fleet-backlog", f"^({names})$", {"queue-mode": "lazy"})
 
 
 def declare_topology(connection: Connection, queue_type: str = "classic", delivery_limit: int = 5) -> list[str]:

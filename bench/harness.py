@@ -20,6 +20,7 @@ from fleet.pools import beat_metrics_port
 from fleet.testing.broker import Vhost
 from fleet.testing.ports import free_port_block
 from fleet.testing.processes import FleetProcess
+from queues import Policy
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -61,6 +62,14 @@ FULL = Sizes(
 )  # fmt: skip
 
 
+#: Every contender's classic queues run lazy: their backlog on disk, not in the
+#: queue process's memory, as RabbitMQ 3.12 and later keep it whatever the mode.
+#: This machine's broker may be older (its version is in the results); there, a
+#: backlog built during a run stalls its queue's process for 20-40 ms at a time,
+#: and every confirm waits with it (docs/PERFORMANCE.md, "The p99 under gevent").
+LAZY_QUEUES = Policy("bench-lazy", ".*", {"queue-mode": "lazy"})
+
+
 @dataclass
 class Bench:
     """One `make bench` run: its sizes, scratch directory and environment overrides."""
@@ -72,8 +81,8 @@ class Bench:
 
     @contextmanager
     def vhost(self) -> Iterator[Vhost]:
-        """A fresh private vhost, removed with everything in it afterwards."""
-        vhost = Vhost().create()
+        """A fresh private vhost with lazy queues, removed with everything in it afterwards."""
+        vhost = Vhost().create().set_policy(LAZY_QUEUES)
         try:
             yield vhost
         finally:

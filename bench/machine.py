@@ -12,7 +12,7 @@ from typing import Any
 
 from kombu import Connection
 
-from bench.harness import ROOT, Sizes
+from bench.harness import LAZY_QUEUES, ROOT, Sizes
 
 PACKAGES = ("celery", "kombu", "amqp", "dramatiq", "pika", "flask", "gunicorn", "prometheus-client", "matplotlib")
 
@@ -72,6 +72,6 @@ def machine_facts(sizes_name: str, sizes: Sizes, overrides: dict[str, str]) -> d
         "load_average_end": load_average(),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "rabbitmq": _broker(),
+        "rabbitmq": {**_broker(), "policy": asdict(LAZY_QUEUES)},
         "packages": {name: _version(name) for name in PACKAGES},
     }

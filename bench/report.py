@@ -214,11 +214,18 @@ def _cell_value(result: dict[str, Any], path: str, unit: str) -> str:
     return _fmt(value, unit)
 
 
+def _queue_mode(broker: dict[str, Any]) -> str:
+    """The queue mode a run's policy set, for the run line (runs before it set none)."""
+    mode = (broker.get("policy") or {}).get("definition", {}).get("queue-mode")
+    return f" with {mode} queues" if mode else ""
+
+
 def table(document: dict[str, Any]) -> str:
     results, facts = document["scenarios"], document["machine"]
     lines = [
         f"Run: {facts['when']}, commit {facts['commit']}, `{facts['run']}` sizes, {facts['cores']} cores "
-        f"({facts['cpu']}), RabbitMQ {facts['rabbitmq'].get('version')}, Python {facts['python']}, "
+        f"({facts['cpu']}), RabbitMQ {facts['rabbitmq'].get('version')}{_queue_mode(facts['rabbitmq'])}, "
+        f"Python {facts['python']}, "
         f"Celery {facts['packages'].get('celery')}, kombu {facts['packages'].get('kombu')}, "
         f"amqp {facts['packages'].get('amqp')}, Dramatiq {facts['packages'].get('dramatiq')}; "
         f"load average at the end {facts['load_average_end']}. Medians of {facts['sizes']['repeats']} repeats.",

@@ -8,6 +8,8 @@ from urllib.parse import quote
 
 from kombu import Connection
 
+from queues import Policy
+
 
 def rabbitmqctl(*args: str) -> str:
     return subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=60).stdout
@@ -23,6 +25,10 @@ class Vhost:
     def create(self) -> Vhost:
         rabbitmqctl("add_vhost", self.name)
         rabbitmqctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
+        return self
+
+    def set_policy(self, policy: Policy) -> Vhost:
+        rabbitmqctl(*policy.rabbitmqctl_args(self.name))
         return self
 
     def delete(self) -> None:
