@@ -245,7 +245,8 @@ def dlq_delete(queue: str, task_ids: tuple[str, ...]) -> None:
 
 @main.group()
 def queue() -> None:
-    """Pause and resume a work queue on every worker (the flag survives restarts; messages wait in RabbitMQ)."""
+    """Pause and resume a work queue on every worker (the flag survives restarts; messages wait in RabbitMQ);
+    print the broker policy fleet's queues want."""
 
 
 def _pauses():  # noqa: ANN202 - click plumbing
@@ -289,6 +290,24 @@ def queue_list() -> None:
         pause = paused.get(name)
         when = datetime.datetime.fromtimestamp(pause.at, datetime.UTC).isoformat(timespec="seconds") if pause else ""
         click.echo(f"{name}: paused by {pause.by} at {when}" if pause else f"{name}: consuming")
+
+
+@queue.command("policy")
+@click.option("--vhost", default=None, help="The vhost to set it on (default: CELERY_BROKER_URL's).")
+def queue_policy(vhost: str | None) -> None:
+    """Print the rabbitmqctl command that makes every fleet queue lazy (for RabbitMQ before 3.12).
+
+    Before 3.12 a classic queue keeps its backlog in memory, and publisher confirms stall with
+    it under load (README, "Topology"). Later brokers ignore the key.
+    """
+    import shlex
+
+    from kombu import Connection
+
+    from queues import backlog_policy
+
+    vhost = vhost if vhost is not None else Connection(_settings().broker_url).virtual_host
+    click.echo(shlex.join(["rabbitmqctl", *backlog_policy().rabbitmqctl_args(vhost)]))
 
 
 @main.command()

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
 import time
 
 import pytest
+from click.testing import CliRunner
 from kombu import Connection, Producer
 
+from fleet.cli import main
 from fleet.testing.broker import Vhost, drain, rabbitmqctl
-from queues import DELAY_EXCHANGE, DELAY_HEADER, DELAY_SECONDS, WORK_QUEUES, declare_topology, dlq_name
+from queues import (
+    DELAY_EXCHANGE,
+    DELAY_HEADER,
+    DELAY_SECONDS,
+    TASK_EXCHANGE,
+    WORK_QUEUES,
+    declare_topology,
+    dlq_name,
+    topology,
+)
 
 
 def _queues(vhost: Vhost) -> dict[str, dict]:
@@ -83,3 +96,34 @@ def test_a_quorum_parking_queue_returns_its_message_to_the_work_queue(scratch_vh
         returned = drain(scratch_vhost.url, "default")
         time.sleep(0.2)
     assert [message.body for message in returned] == [b"parked"]
+
+
+def test_the_printed_backlog_policy_makes_every_fleet_queue_and_only_those_lazy(scratch_vhost: Vhost) -> None:
+    """What an operator runs: the command ``fleet queue policy`` prints, on the broker URL's vhost."""
+    printed = CliRunner().invoke(main, ["queue", "policy"], env={"CELERY_BROKER_URL": scratch_vhost.url})
+    assert printed.exit_code == 0, printed.output
+    command = shlex.split(printed.output)
+    assert command[:2] == ["rabbitmqctl", "set_policy"] and command[command.index("-p") + 1] == scratch_vhost.name
+    with Connection(scratch_vhost.url, transport_options={"confirm_publish": True}) as connection:
+        declare_topology(connection)
+        channel = connection.default_channel
+        for stranger in ("celery", "default.extra", "xdefault"):  # near-misses keep the broker's default mode
+            channel.queue_declare(stranger, durable=True, auto_delete=False)
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+        producer = Producer(channel)
+        for index in range(200):
+            producer.publish({"i": index}, exchange=TASK_EXCHANGE, routing_key="default", delivery_mode=2)
+            producer.publish({"i": index}, exchange="", routing_key="celery", delivery_mode=2)
+        version = connection.connection.server_properties["version"]
+    rows = json.loads(
+        rabbitmqctl("list_queues", "-p", scratch_vhost.name, "name", "policy", "messages", "messages_ram",
+                    "--formatter", "json")
+    )  # fmt: skip
+    queues = {row["name"]: row for row in rows}
+    assert {name for name, row in queues.items() if row["policy"] == "fleet-backlog"} == {q.name for q in topology()}
+    assert not any(queues[stranger]["policy"] for stranger in ("celery", "default.extra", "xdefault"))
+    assert queues["default"]["messages"] == queues["celery"]["messages"] == 200
+    if tuple(int(part) for part in version.split(".")[:2]) < (3, 12):  # later brokers ignore the mode
+        assert queues["default"]["messages_ram"] == 0  # the backlog waits on disk
+        assert queues["celery"]["messages_ram"] == 200  # the default mode holds it in memory
+    assert sorted(json.loads(message.body)["i"] for message in drain(scratch_vhost.url, "default")) == list(range(200))
