@@ -7,8 +7,12 @@ content header and body frames). :class:`ReadAheadTCPTransport` asks the socket 
 up to :data:`READ_AHEAD` bytes whenever it needs more and serves the next reads from
 what came. Nothing else changes: the bytes not yet used stay in py-amqp's own
 ``_read_buffer``, where its frame reader already puts a partial frame back on a
-timeout, and the worker's event loop drains the connection until a read would block,
-so no frame waits in the buffer while the loop sleeps on the socket.
+timeout. The worker's event loop drains the connection until a read would block; but
+a blocking read made outside it (an RPC's reply: a declare, a cancel, a ``basic.qos``)
+can take further frames into the buffer with it, and the socket then stays quiet while
+they wait. :func:`read_buffered_frames` runs on every turn of the loop and reads them,
+or the deliveries among them would wait for the broker's next bytes: in a drain of
+10,000 tasks, a third of the runs left 16 prefetched tasks unrun for 20 s and more.
 
 Writes go the other way round: :meth:`ReadAheadTCPTransport.corked` holds the frames
 written inside it and sends them in one ``sendall``, for the worker's acks that come
@@ -65,6 +69,11 @@ class ReadAheadTCPTransport(TCPTransport):
         else:
             super().write(s)
 
+    def has_frame(self) -> bool:
+        """Whether a whole frame (7-byte header, payload, end octet) waits in the buffer."""
+        buffered = self._read_buffer
+        return len(buffered) >= 8 and len(buffered) >= 8 + int.from_bytes(buffered[3:7], "big")
+
     def _read(self, n: int, initial: bool = False, _errnos: tuple[int, ...] = _RETRY) -> bytes:
         """Exactly ``n`` bytes: py-amqp's ``TCPTransport._read`` but for the size asked of ``recv``."""
         recv = self._quick_recv
@@ -87,6 +96,26 @@ class ReadAheadTCPTransport(TCPTransport):
             raise
         result, self._read_buffer = rbuf[:n], rbuf[n:]
         return result
+
+
+def read_buffered_frames(connection: Any) -> None:
+    """Handle every whole frame already read into ``connection``'s buffer (a kombu connection).
+
+    For an event loop's ``on_tick``: the loop polls the socket next, which would not
+    wake for bytes already read. Reads nothing from the socket but the rest of a frame
+    whose first bytes came.
+    """
+    if not connection.connected:
+        return
+    amqp = connection.connection
+    transport = amqp.transport
+    if not isinstance(transport, ReadAheadTCPTransport):
+        return
+    while transport.has_frame():
+        try:
+            amqp.drain_events(timeout=0)
+        except TimeoutError:  # the buffer ended inside a method's frames: the socket will wake the loop
+            return
 
 
 class ReadAheadConnection(pyamqp.Connection):

@@ -1,5 +1,6 @@
 """Reading ahead (fleet.read_ahead): the same frames as py-amqp reads, from far fewer ``recv`` calls,
-a partial frame kept across a timeout, and every connection of fleet's app reading that way."""
+a partial frame kept across a timeout, every connection of fleet's app reading that way, and
+frames a blocking read took ahead reaching the event loop."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from itertools import pairwise
 
 import pytest
 from amqp.transport import TCPTransport
-from kombu import Queue
+from kombu import Consumer, Queue
+from kombu.asynchronous import Hub
 
-from fleet.read_ahead import READ_AHEAD, ReadAheadTCPTransport
+from fleet.read_ahead import READ_AHEAD, ReadAheadTCPTransport, read_buffered_frames
 
 
 def _frame(kind: int, channel: int, payload: bytes) -> bytes:
@@ -146,3 +149,45 @@ def test_corked_writes_wait_for_the_block_end_and_keep_each_frame_as_it_was_writ
     assert theirs.recv(100) == expected
     transport.write(b"direct")
     assert theirs.recv(100) == b"direct"
+
+
+def test_deliveries_read_with_a_consume_ok_reach_the_event_loop(celery_app: object) -> None:
+    """A worker's ``add_consumer`` waits for ``basic.consume-ok``: a blocking read outside the event
+    loop's reader, whose ``recv`` takes the deliveries behind the reply into the buffer. The loop then
+    polls a socket that stays quiet, and with the prefetch window full nothing more comes: those
+    tasks would wait for the broker's next bytes. The worker's tick (read_buffered_frames) hands
+    them over."""
+    queue = Queue(f"read-ahead-{uuid.uuid4()}", durable=False)
+    with celery_app.connection_for_write() as connection:  # type: ignore[attr-defined]
+        queue(connection.default_channel).declare()
+        with connection.Producer() as producer:
+            for index in range(8):
+                producer.publish({"n": index}, routing_key=queue.name, serializer="json")
+    received: list[int] = []
+    try:
+        for _ in range(20):  # the deliveries may trail the reply into a read of their own: try again
+            received.clear()
+            with celery_app.connection_for_read() as connection:  # type: ignore[attr-defined]
+                channel = connection.channel()
+                channel.basic_qos(0, 8, False)
+                consumer = Consumer(
+                    channel, [queue], accept=["json"], callbacks=[lambda body, _: received.append(body["n"])]
+                )
+                consumer.consume()  # waits for consume-ok
+                transport = connection.connection.transport
+                if not transport.has_frame():
+                    continue
+                assert received == []  # all eight wait in the buffer, and the socket has nothing for the loop
+                hub = Hub()
+                connection.transport.register_with_event_loop(connection.connection, hub)
+                hub.on_tick.add(partial(read_buffered_frames, connection))
+                loop, deadline = hub.create_loop(), time.monotonic() + 10
+                while len(received) < 8 and time.monotonic() < deadline:
+                    next(loop)
+                hub.close()
+                assert sorted(received) == list(range(8)) and not transport.has_frame()
+                return
+        pytest.fail("the deliveries never came in the same read as consume-ok")
+    finally:
+        with celery_app.connection_for_write() as connection:  # type: ignore[attr-defined]
+            connection.default_channel.queue_delete(queue.name)

@@ -12,6 +12,7 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from fleet.celery_app import FleetCelery
+from fleet.ops.pause import open_pauses
 from fleet.publish import publish_many
 from fleet.testing.broker import drain
 from fleet.testing.processes import FleetProcess, start_worker
@@ -164,3 +165,27 @@ def test_memory_recycling_stops_the_process_warmly_and_loses_nothing(
     assert not tally.lost and not tally.duplicated and not tally.unexpected, tally
     assert set(codes) == {EXIT_RECYCLE}, codes
     assert len(codes) > 1, "each process stopped after its first tasks"
+
+
+def test_a_backlog_runs_at_once_when_the_worker_consumes_again(
+    private_env: dict[str, str], private_app: FleetCelery, ledger: Ledger, log_dir: Path
+) -> None:
+    """``add_consumer`` after a backlog built up: the worker's wait for consume-ok reads the first
+    deliveries with it (fleet.read_ahead), and with its prefetch window full the broker sends nothing
+    more. Those tasks must run now, not when the broker next has something to say: before
+    fleet.read_ahead.read_buffered_frames, a third of such drains left 16 tasks unrun for 20 s."""
+    worker = start_worker("default", private_env, log_dir, *THREADS)
+    try:
+        first = private_app.send_task("tests.record", (ledger.key,)).id
+        assert not ledger.wait_for([first], timeout=60).lost, "the worker never started"
+        pauses = open_pauses(private_app.fleet_settings)  # else the worker's heartbeat consumes again
+        for _ in range(3):
+            pauses.pause("default", "test")
+            assert private_app.control.cancel_consumer("default", reply=True, timeout=10, limit=1)
+            backlog = [private_app.send_task("tests.record", (ledger.key,)).id for _ in range(40)]
+            pauses.resume("default")
+            assert private_app.control.add_consumer("default", reply=True, timeout=10, limit=1)
+            tally = ledger.wait_for(backlog, timeout=15)
+            assert not tally.lost, f"{len(tally.lost)} of 40 tasks still unrun 15 s after add_consumer"
+    finally:
+        worker.stop()

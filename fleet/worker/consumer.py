@@ -24,7 +24,7 @@ from celery.worker.consumer import Consumer
 from kombu.message import Message
 from vine import promise
 
-from fleet.read_ahead import ReadAheadTCPTransport
+from fleet.read_ahead import ReadAheadTCPTransport, read_buffered_frames
 from fleet.worker.protocol import MessageRejected, check_message
 
 logger = logging.getLogger("fleet.consumer")
@@ -71,6 +71,15 @@ class FleetConsumer(Consumer):
                 self.dead_letter(message, MessageRejected("error", f"handling it raised {exc!r}"))
 
         return on_task_received
+
+    def register_with_event_loop(self, hub: Any) -> None:
+        super().register_with_event_loop(hub)
+        # Frames a blocking read took ahead would otherwise wait for the socket's next bytes.
+        hub.on_tick.add(self._read_buffered_frames)
+
+    def _read_buffered_frames(self) -> None:
+        if self.connection is not None:
+            read_buffered_frames(self.connection)
 
     def call_soon_ack(self, p: Any, *args: Any, **kwargs: Any) -> Any:
         """Acks that come due in one turn of the event loop are written together: one ``sendall``
