@@ -19,6 +19,7 @@ from celery import Celery
 
 from bench.harness import Bench, repeat, say
 from bench.probe import Probe
+from fleet.ops.pause import PauseStore
 
 Publish = Callable[[int], object]
 
@@ -64,18 +65,32 @@ def end_to_end_cpu(bench: Bench, name: str, probe: Probe, publish: Publish) -> t
 
 
 def drain(
-    bench: Bench, name: str, probe: Probe, publish: Publish, app: Celery, queue: str, workers: int = 1
+    bench: Bench,
+    name: str,
+    probe: Probe,
+    publish: Publish,
+    app: Celery,
+    queue: str,
+    workers: int = 1,
+    pauses: PauseStore | None = None,
 ) -> list[float]:
     """Repeated: with the worker's consumer cancelled, preload ``tasks`` no-ops, then let it consume.
 
     The rate runs from the first task run to the last, so the control round trip is not counted.
+    ``pauses``: fleet's pause flags, raised while the consumer is cancelled. fleet's workers
+    consume again on their next heartbeat any queue that is not flagged (fleet.worker.pausing),
+    so a bare ``cancel_consumer`` would let them start in the middle of the preload.
     """
     n = bench.sizes.tasks
 
     def once(_: int) -> float:
+        if pauses is not None:
+            pauses.pause(queue, "bench")
         _control(app, "cancel_consumer", queue, workers)
         probe.reset()
         publish(n)
+        if pauses is not None:
+            pauses.resume(queue)
         _control(app, "add_consumer", queue, workers)
         probe.wait(n, timeout=bench.sizes.timeout, alive=bench.alive)
         times = sorted(run.ran_at for run in probe.runs())

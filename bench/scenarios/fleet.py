@@ -19,6 +19,7 @@ from bench.harness import Bench, summary
 from bench.probe import Probe
 from bench.workload import drain, end_to_end_cpu, warm_up
 from fleet.celery_app import FleetCelery, create_celery
+from fleet.ops.pause import open_pauses
 from fleet.pools import PoolSpec
 from fleet.publish import publish_many
 from fleet.settings import load_settings
@@ -95,7 +96,12 @@ def measure(bench: Bench, name: str, extra_env: Mapping[str, str] | None = None,
         publish = fleet_publisher(side.app)
         warm_up(bench, side.probe, publish)
         runs, cpu_us = end_to_end_cpu(bench, name, side.probe, publish)
-        drains = drain(bench, name, side.probe, publish, side.app, "default", side.spec.replicas) if with_drain else []
+        pauses = open_pauses(side.app.fleet_settings)
+        drains = (
+            drain(bench, name, side.probe, publish, side.app, "default", side.spec.replicas, pauses)
+            if with_drain
+            else []
+        )
     result = summary(runs, cpu_us_per_task=cpu_us)
     if drains:
         result["drain"] = summary(drains)
