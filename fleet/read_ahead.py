@@ -7,12 +7,13 @@ content header and body frames). :class:`ReadAheadTCPTransport` asks the socket 
 up to :data:`READ_AHEAD` bytes whenever it needs more and serves the next reads from
 what came. Nothing else changes: the bytes not yet used stay in py-amqp's own
 ``_read_buffer``, where its frame reader already puts a partial frame back on a
-timeout. The worker's event loop drains the connection until a read would block; but
-a blocking read made outside it (an RPC's reply: a declare, a cancel, a ``basic.qos``)
-can take further frames into the buffer with it, and the socket then stays quiet while
-they wait. :func:`read_buffered_frames` runs on every turn of the loop and reads them,
-or the deliveries among them would wait for the broker's next bytes: in a drain of
-10,000 tasks, a third of the runs left 16 prefetched tasks unrun for 20 s and more.
+timeout. The worker's event loop drains the connection until a read would block. A
+blocking read made outside it, waiting for an RPC's reply, can take the frames behind
+the reply into the buffer, and the socket then stays quiet while they wait. Starting to
+consume a queue with a backlog does that: ``basic.consume-ok`` comes with the first
+deliveries. :func:`read_buffered_frames` runs on every turn of the loop and handles
+them. Without it, a worker with a full prefetch window ran nothing until the broker's
+next bytes (docs/PERFORMANCE.md, "Read-ahead").
 
 Writes go the other way round: :meth:`ReadAheadTCPTransport.corked` holds the frames
 written inside it and sends them in one ``sendall``, for the worker's acks that come
