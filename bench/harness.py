@@ -66,7 +66,7 @@ FULL = Sizes(
 #: queue process's memory, as RabbitMQ 3.12 and later keep it whatever the mode.
 #: This machine's broker may be older (its version is in the results); there, a
 #: backlog built during a run stalls its queue's process for 20-40 ms at a time,
-#: and every confirm waits with it (docs/PERFORMANCE.md, "The p99 under gevent").
+#: and every confirm waits with it (docs/PERFORMANCE.md, "The backlog in the queue's memory").
 LAZY_QUEUES = Policy("bench-lazy", ".*", {"queue-mode": "lazy"})
 
 

@@ -96,12 +96,10 @@ def measure(bench: Bench, name: str, extra_env: Mapping[str, str] | None = None,
         publish = fleet_publisher(side.app)
         warm_up(bench, side.probe, publish)
         runs, cpu_us = end_to_end_cpu(bench, name, side.probe, publish)
-        pauses = open_pauses(side.app.fleet_settings)
-        drains = (
-            drain(bench, name, side.probe, publish, side.app, "default", side.spec.replicas, pauses)
-            if with_drain
-            else []
-        )
+        drains: list[float] = []
+        if with_drain:
+            pauses = open_pauses(side.app.fleet_settings)
+            drains = drain(bench, name, side.probe, publish, side.app, "default", side.spec.replicas, pauses)
     result = summary(runs, cpu_us_per_task=cpu_us)
     if drains:
         result["drain"] = summary(drains)
