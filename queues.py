@@ -176,9 +176,9 @@ def backlog_policy() -> Policy:
     """Lazy mode for every queue fleet fills: work, dead-letter and delay queues.
 
     Before 3.12, RabbitMQ keeps a classic queue's backlog in the memory of the
-    queue's process; with tens of thousands of messages waiting, that process
-    pauses for 20-40 ms at a time and publisher confirms (so the API's 202s)
-    wait with it (docs/PERFORMANCE.md). Lazy mode keeps the backlog on disk,
+    queue's process, which then pauses under load, and publisher confirms (so the
+    API's 202s) wait with it (docs/PERFORMANCE.md, "The backlog in the queue's
+    memory"). Lazy mode keeps the backlog on disk,
     which 3.12 and later always do (they ignore the key; quorum queues too). A
     policy, not a queue argument: it reaches queues that already exist, where a
     changed argument would make RabbitMQ refuse every later declare.

@@ -65,8 +65,8 @@ FULL = Sizes(
 #: Every contender's classic queues run lazy: their backlog on disk, not in the
 #: queue process's memory, as RabbitMQ 3.12 and later keep it whatever the mode.
 #: This machine's broker may be older (its version is in the results); there, a
-#: backlog built during a run stalls its queue's process for 20-40 ms at a time,
-#: and every confirm waits with it (docs/PERFORMANCE.md, "The backlog in the queue's memory").
+#: backlog built during a run stalls its queue's process, and every confirm waits
+#: with it (docs/PERFORMANCE.md, "The backlog in the queue's memory").
 LAZY_QUEUES = Policy("bench-lazy", ".*", {"queue-mode": "lazy"})
 
 

@@ -10,7 +10,7 @@ import click
 
 from fleet.pools import POOLS, PoolError
 from fleet.settings import Settings, SettingsError, load_settings
-from queues import WORK_QUEUES
+from queues import WORK_QUEUES, backlog_policy
 
 
 def _settings():  # noqa: ANN202 - click plumbing
@@ -303,8 +303,6 @@ def queue_policy(vhost: str | None) -> None:
     import shlex
 
     from kombu import Connection
-
-    from queues import backlog_policy
 
     vhost = vhost if vhost is not None else Connection(_settings().broker_url).virtual_host
     click.echo(shlex.join(["rabbitmqctl", *backlog_policy().rabbitmqctl_args(vhost)]))
